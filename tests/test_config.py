@@ -1,0 +1,88 @@
+"""Run configs: every YAML in configs/ loads, overrides and type checks, unknown keys, hash/run id, diffs."""
+from pathlib import Path
+
+import pytest
+
+from crisscross.config import (RESUME_IGNORED_KEYS, RunConfig, config_hash, diff_config, from_dict, load_config,
+                               run_id, save_config, to_dict)
+from crisscross.model import model_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_configs_dir_has_the_published_and_demo_configs():
+    assert {p.stem for p in CONFIGS} >= {"demo", "kinetics_sound", "kinetics400", "audioset"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads_and_round_trips(path, tmp_path):
+    cfg = load_config(path)
+    assert path.read_text().startswith("#"), "each config starts with a comment header"
+    assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", ["kinetics_sound", "kinetics400", "audioset"])
+def test_published_configs_are_the_published_setting(name):
+    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
+    o = cfg.optim
+    assert cfg.model == model_config("full")
+    assert o.global_batch(8) == 2048 and o.lr_scale(8) == 1.0
+    assert (o.base_lr, o.final_lr, o.predictor_lr, o.warmup_epochs, o.epochs) == (2e-4, 1e-4, 2e-3, 2, 100)
+    assert (o.weight_decay, o.larc_trust, o.larc_clip, o.clips_per_video, o.betas) == (1e-4, 1e-3, True, 5, (0.9, 0.999))
+    assert cfg.data.manifest == f"data_manifests/{name}.csv"
+
+
+def test_demo_config_is_small_and_fp32():
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
+    assert cfg.model == model_config("tiny") and cfg.data.dataset == "demo" and cfg.train.precision == "fp32"
+    assert cfg.data.frame_size <= 64 and cfg.optim.epochs <= 10
+
+
+def test_overrides_parse_and_type_check():
+    cfg = load_config(overrides=["optim.base_lr=1e-3", "sampler.mode=extreme", "loss.async_=false",
+                                 "optim.betas=[0.5, 0.9]", "train.max_steps=null", "data.decode_size=128"])
+    assert (cfg.optim.base_lr, cfg.sampler.mode, cfg.loss.async_) == (1e-3, "extreme", False)
+    assert cfg.optim.betas == (0.5, 0.9) and cfg.train.max_steps is None and cfg.data.decode_size == 128
+    with pytest.raises(TypeError, match=r"optim.per_device_batch='many': expected int, got str"):
+        load_config(overrides=["optim.per_device_batch=many"])
+    with pytest.raises(TypeError, match=r"loss.async_=3: expected bool"):
+        load_config(overrides=["loss.async_=3"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.base_lrr=1", "unknown config key optim.base_lrr; valid keys of 'optim': per_device_batch"),
+    ("trian.seed=1", "unknown config section 'trian'"),
+    ("sampler.mode=sideways", "sampler.mode='sideways': expected one of none, mild, medium, mixed, extreme"),
+    ("sampler.policy=loose", "sampler.policy='loose': expected one of official, shared"),
+    ("optim.base_lr=-1e-3", "optim.base_lr=-0.001: expected a finite number > 0"),
+    ("optim.per_device_batch=0", "optim.per_device_batch=0"),
+    ("train.precision=fp8", "train.precision='fp8': expected one of auto, fp32, bf16, fp16"),
+    ("data.backend=opencv", "data.backend='opencv': expected one of decord, pyav"),
+])
+def test_bad_values_fail_naming_key_and_valid_values(override, message):
+    with pytest.raises((KeyError, TypeError, ValueError)) as e:
+        load_config(overrides=[override])
+    assert message in str(e.value)
+
+
+def test_unknown_key_in_a_partial_yaml_names_the_file(tmp_path):
+    p = tmp_path / "partial.yaml"
+    p.write_text("optim:\n  epochs: 3\n")
+    assert load_config(p).optim.epochs == 3 and load_config(p).optim.base_lr == 2e-4
+    p.write_text("data:\n  fsp: 16\n")
+    with pytest.raises(KeyError) as e:
+        load_config(p)
+    assert "data.fsp" in str(e.value) and "fps" in str(e.value) and str(p) in str(e.value)
+
+
+def test_hash_run_id_and_diff():
+    a, b = RunConfig(), load_config(overrides=["sampler.mode=extreme"])
+    assert len(config_hash(a)) == 12 and config_hash(a) == config_hash(RunConfig()) and config_hash(a) != config_hash(b)
+    assert run_id(a) != run_id(b) and "extreme" in run_id(b) and "seed0" in run_id(a)
+    c = load_config(overrides=["train.max_steps=7", "data.num_workers=0", "train.out_dir=elsewhere"])
+    assert run_id(c) == run_id(a) and config_hash(c) != config_hash(a)
+    assert diff_config(a, c, ignore=RESUME_IGNORED_KEYS) == []
+    assert diff_config(a, to_dict(b)) == [("sampler.mode", "mild", "extreme")]
+    assert {"train.max_steps", "train.log_every_steps", "data.num_workers", "train.checkpoint_every_steps",
+            "train.out_dir"} <= set(RESUME_IGNORED_KEYS)
