@@ -1,0 +1,179 @@
+"""The trainer through its real entry points (`python -m crisscross.cli pretrain`, `torchrun`): DDP equivalence,
+exact resume after SIGKILL, truncated checkpoints, SIGTERM, seeds, NaN, and config errors before training."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crisscross.checkpoint import list_checkpoints, read_checkpoint
+from crisscross.config import load_config
+from crisscross.demo import generate_demo
+from crisscross.trainer import Trainer, pretrain, read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CFG = REPO / "configs" / "demo.yaml"
+LOSS_COLS = ["step", "loss", "intra", "sync", "async", "std_v", "std_a", "xm_margin", "lr_backbone_projector"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    return generate_demo(root, size="xs", n_clips={"pretrain": 16, "train": 0, "val": 0, "test": 0}, progress=False)
+
+
+def overrides(manifest, out, **extra):
+    kv = {"data.dataset": "csv", "data.manifest": str(manifest), "data.num_workers": 0, "optim.batch": 8,
+          "optim.epochs": 2, "optim.clips_per_video": 1, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
+          "train.out_dir": str(out), "train.keep_last": 10}
+    kv.update(extra)
+    return [f"{k}={v}" for k, v in kv.items()]
+
+
+def env(threads=1):
+    e = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    e.pop("RANK", None); e.pop("WORLD_SIZE", None)
+    return e
+
+
+def cli(args, threads=1, **kw):
+    return subprocess.run([sys.executable, "-m", "crisscross.cli", *args], env=env(threads), capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+def final_state(run_dir):
+    return read_checkpoint(list_checkpoints(run_dir)[-1])["model"]
+
+
+def same_params(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_ddp_two_processes_equal_one(manifest, tmp_path):
+    "2 gloo processes x batch 4 == 1 process x batch 8, with BatchNorm on running statistics (split-independent)."
+    ov = overrides(manifest, tmp_path, **{"train.bn_mode": "frozen", "optim.epochs": 1})
+    one = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "train.run_name=one"], threads=2)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "crisscross.cli", "pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov,
+                          "train.run_name=two"], env=env(1), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    same_params(final_state(tmp_path / "one"), final_state(tmp_path / "two"), atol=2e-5)
+    m1, m2 = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert np.allclose(m1["loss"], m2["loss"], atol=1e-5)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_sigkill_and_resume_is_exact(manifest, tmp_path):
+    ov = overrides(manifest, tmp_path)
+    ref = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "train.run_name=ref"])
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "crisscross.cli", "pretrain", "--config", str(DEMO_CFG), "--no-progress",
+                          *ov, "train.run_name=killed"], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (run.exists() and any(c.name == "ckpt_step00000002.pt" for c in run.glob("ckpt_step*.pt"))):
+        assert p.poll() is None and time.time() - t0 < 300, "the run ended or hung before its first checkpoint"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    steps_done = max(int(c.stem[9:]) for c in run.glob("ckpt_step*.pt"))
+    assert steps_done < 4, "killed too late to test a mid-run resume"
+    res = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "train.run_name=killed"])
+    assert res.returncode == 0 and "resuming" in res.stdout, res.stderr[-2000:]
+    same_params(final_state(tmp_path / "ref"), final_state(run))
+    a, b = read_metrics(tmp_path / "ref")[LOSS_COLS], read_metrics(run)[LOSS_COLS]
+    assert a.step.tolist() == b.step.tolist() == [1, 2, 3, 4]
+    assert np.array_equal(a.to_numpy(), b.to_numpy())
+    # a truncated newest checkpoint is detected and the previous one is used; the run ends the same
+    newest = list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (run / "summary.json").unlink()
+    res = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "train.run_name=killed"])
+    assert res.returncode == 0 and "skipping checkpoint" in res.stderr and "from ckpt_step00000002.pt" in res.stdout
+    same_params(final_state(tmp_path / "ref"), final_state(run))
+
+
+def test_sigterm_checkpoints_and_resumes(manifest, tmp_path):
+    ov = overrides(manifest, tmp_path, **{"optim.epochs": 3, "train.checkpoint_every_steps": 100})
+    run = tmp_path / "term"
+    p = subprocess.Popen([sys.executable, "-m", "crisscross.cli", "pretrain", "--config", str(DEMO_CFG), "--no-progress",
+                          *ov, "train.run_name=term"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
+        assert p.poll() is None and time.time() - t0 < 300
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    assert "stopped by a signal" in out
+    stopped_at = read_checkpoint(list_checkpoints(run)[-1])["step"]
+    assert 1 <= stopped_at < 6 and not (run / "summary.json").exists()
+    res = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "train.run_name=term"])
+    assert res.returncode == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
+    assert read_metrics(run).step.tolist() == list(range(1, 7))
+
+
+def test_seeds(manifest, tmp_path):
+    curves = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = load_config(DEMO_CFG, overrides(manifest, tmp_path, **{"train.seed": seed, "optim.epochs": 1,
+                                                                    "train.run_name": name}))
+        pretrain(cfg, progress=False)
+        curves[name] = read_metrics(tmp_path / name)["loss"].to_numpy()
+    assert np.array_equal(curves["a"], curves["b"])
+    assert not np.allclose(curves["a"], curves["c"])
+
+
+def test_nan_loss_stops_with_the_step(manifest, tmp_path):
+    from crisscross.data import dataset_from_config
+
+    class Poisoned(torch.utils.data.Dataset):
+        def __init__(self, ds): self.ds = ds
+        def __len__(self): return len(self.ds)
+        def set_epoch(self, e): self.ds.set_epoch(e)
+        def __getitem__(self, i):
+            s = self.ds[i]
+            if self.ds.epoch == 1: s["v1"] = s["v1"] * float("nan")
+            return s
+
+    cfg = load_config(DEMO_CFG, overrides(manifest, tmp_path, **{"train.run_name": "nan"}))
+    with pytest.raises(FloatingPointError, match="at step 2 "):
+        Trainer(cfg, dataset=Poisoned(dataset_from_config(cfg, progress=False)), progress=False).fit()
+    assert read_checkpoint(list_checkpoints(tmp_path / "nan")[-1])["step"] == 2   # the good epoch-end checkpoint
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.bacth=8", "bacth"),
+    ("sampler.mode=sideways", "sampler.mode='sideways'"),
+    ("optim.base_lr=-0.1", "optim.base_lr"),
+    ("optim.batch=7", "optim.batch=7: expected a multiple of world size 2"),
+])
+def test_bad_config_fails_before_training(manifest, tmp_path, override, message):
+    if override.startswith("optim.batch"):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "-m", "crisscross.cli", "pretrain", "--config", str(DEMO_CFG), "--no-progress",
+                            *overrides(manifest, tmp_path), override], env=env(), capture_output=True, text=True, timeout=300)
+    else:
+        r = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *overrides(manifest, tmp_path), override])
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.glob("*/ckpt_step*.pt"))
+
+
+def test_resume_refuses_a_changed_config(manifest, tmp_path):
+    ov = overrides(manifest, tmp_path, **{"optim.epochs": 1, "train.run_name": "x"})
+    assert cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov]).returncode == 0
+    r = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *ov, "sampler.mode=extreme"])
+    assert r.returncode == 2 and "sampler.mode" in r.stderr and "refusing to resume" in r.stderr
