@@ -1,5 +1,8 @@
 """crisscross.data: reproducible pre-training samples, evaluation items, and the bad-clip policies on every kind of
 awkward input: clips written here and the real clips of ../shared/data/av_clips (skipped when absent)."""
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -275,3 +278,51 @@ def test_real_bad_clips(name, reason):
     ds = AVPretrainDataset(manifest_for(CLIPS, [name]), root=CLIPS, bad_clip_policy="skip", decode_size=64, **SMALL)
     out = ds[0]
     assert isinstance(out, SkippedClip) and out.reason == reason, out
+
+
+# ---------------------------------------------------------------- the decoded cache
+def test_decoded_cache_matches_direct_decoding(media, tmp_path):
+    from crisscross.data import DecodedCache
+    from crisscross.transforms import LogMel
+    d, m = media
+    files = [m[f"good{i}"].name for i in range(3)] + [m["two_audio"].name]
+    man = manifest_for(d, files)
+    raw = lambda x, generator=None: x
+    kw = dict(root=d, sampler=RelaxationSampler("medium", seed=2), video_transform=raw, audio_transform=raw, **SMALL)
+    direct = AVPretrainDataset(man, **kw)
+    cached = AVPretrainDataset(man, cache=DecodedCache(tmp_path / "c"), **kw)
+    mel = LogMel(n_mels=40)
+    for i in range(4):
+        a, b = direct[i], cached[i]
+        assert torch.equal(a["v1"], b["v1"]) and torch.equal(a["v2"], b["v2"])
+        assert (mel(a["a1"]) - mel(b["a1"])).abs().mean() < 0.05
+    assert len(list((tmp_path / "c").rglob("*.audio.npy"))) == 4
+
+
+def test_decoded_cache_bad_files_and_changes(media, tmp_path):
+    import shutil
+    from crisscross.data import DecodedCache
+    d, m = media
+    cache = DecodedCache(tmp_path / "c")
+    for name, reason in (("missing", "missing"), ("noaudio", "no_audio"), ("garbage", "unreadable")):
+        with pytest.raises(MediaError) as e:
+            cache.video(m[name], 0.0, 0.5, 16)
+        assert e.value.reason == reason
+    f = tmp_path / "clip.mp4"
+    shutil.copy(m["good0"], f)
+    before = cache.audio(f, 0.5, 1.0)
+    shutil.copy(m["good3"], f)                       # the file changes: the cache must not serve the old clip
+    os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    after = cache.audio(f, 0.5, 1.0)
+    assert not torch.allclose(before, after)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["kinetics_flipping_pancake.mkv", "ucf_style_test.avi"])
+def test_decoded_cache_real_clips(name, tmp_path):
+    from crisscross.data import DecodedCache
+    from crisscross.io import decode_video
+    cache = DecodedCache(tmp_path, decode_size=64)
+    for start in (0.0, 1.23, 4.5):
+        assert torch.equal(cache.video(CLIPS / name, start, start + 0.5, 16),
+                           decode_video(CLIPS / name, start, start + 0.5, size=64))
