@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crisscross-installed
 
-.PHONY: install demo test check-notebooks pytest clean-venv
+.PHONY: install demo test check-notebooks book pytest clean-venv
 
 install: $(STAMP)
 
@@ -20,8 +20,16 @@ $(STAMP): requirements.lock.txt settings.ini setup.py
 demo: install
 	$(BIN)/crisscross demo
 
-# Everything CI checks: notebooks clean and in sync with the package, then the notebook and pytest suites.
-test: install check-notebooks pytest
+# Everything CI checks: notebooks clean and in sync with the package, the book builds, then the notebook and pytest
+# suites (tests/test_book.py opens the built book in headless Chromium).
+test: install check-notebooks book pytest
+
+# The Jupyter Book, offline, warnings as errors. Its pages only read the committed tables in book/data/ and images in
+# book/figures/ (they never train); --all re-executes them so a changed table never leaves a stale page.
+book: install
+	@start=$$(date +%s); \
+	OMP_NUM_THREADS=1 $(BIN)/jupyter-book build book --all --warningiserror --keep-going --quiet || exit 1; \
+	echo "book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
 
 check-notebooks: install
 	@before=$$(cat nbs/*.ipynb crisscross/*.py | md5sum); \
