@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crisscross-installed
 
-.PHONY: install demo test check-notebooks book pytest clean-venv
+.PHONY: install demo test check-notebooks book pytest bench bench-quick clean-venv
 
 install: $(STAMP)
 
@@ -44,6 +44,14 @@ check-notebooks: install
 
 pytest: install
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# Benchmarks (never part of `make test`): loader, model and training throughput with the machine described; results are
+# appended to benchmarks/results/<name>.json and rendered to <name>.md (bench-quick: a fast smoke into results/quick/).
+bench: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.run
+
+bench-quick: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.run --quick
 
 clean-venv:
 	rm -rf $(VENV)
