@@ -183,8 +183,9 @@ def render(rec: dict) -> str:
     lines = ["## Demo pre-training through the trainer", "",
              f"`configs/demo.yaml` (preset tiny, 32 px, 40 mels, `mild`) on {s['n_clips']} demo clips, global batch "
              f"{s['batch']}, {s['max_steps']} steps, logged every {s['log_every']}; clips/s and wait fraction pooled over "
-             "the logging windows after the first (worker start-up excluded; epoch boundaries, where the loader's "
-             "workers restart, included). Under torchrun, clips/s is the sum over the processes and the data wait is rank "
+             "the logging windows after the first (worker start-up excluded; epoch boundaries included: since the "
+             "persistent-worker change one loader iterator serves the whole run, before it the workers restarted every "
+             "epoch). Under torchrun, clips/s is the sum over the processes and the data wait is rank "
              "0's. Wall time = the whole run (start-up, checkpoint, backbone export).", ""]
     c = R.get("cache")
     if c:

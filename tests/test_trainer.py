@@ -1,5 +1,6 @@
 """The trainer through its real entry points (`python -m crisscross.cli pretrain`, `torchrun`): DDP equivalence,
-exact resume after SIGKILL, truncated checkpoints, SIGTERM, seeds, NaN, and config errors before training."""
+exact resume after SIGKILL, truncated checkpoints, SIGTERM, seeds, NaN loss and gradients, persistent loader workers,
+the online kNN monitor, and config errors before training."""
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ import torch
 from crisscross.checkpoint import list_checkpoints, read_checkpoint
 from crisscross.config import load_config
 from crisscross.demo import generate_demo
-from crisscross.trainer import Trainer, pretrain, read_metrics
+from crisscross.model import CrissCross
+from crisscross.trainer import Trainer, check_run_config, pretrain, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CFG = REPO / "configs" / "demo.yaml"
@@ -25,7 +27,17 @@ LOSS_COLS = ["step", "loss", "intra", "sync", "async", "std_v", "std_a", "xm_mar
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    return generate_demo(root, size="xs", n_clips={"pretrain": 16, "train": 0, "val": 0, "test": 0}, progress=False)
+    return generate_demo(root, size="xs", n_clips={"pretrain": 16, "train": 8, "val": 0, "test": 8}, progress=False)
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    "In-process runs compared bit for bit use 1 torch thread whatever their num_workers (set_cpu_threads keeps it)."
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def overrides(manifest, out, **extra):
@@ -152,6 +164,91 @@ def test_nan_loss_stops_with_the_step(manifest, tmp_path):
     with pytest.raises(FloatingPointError, match="at step 2 "):
         Trainer(cfg, dataset=Poisoned(dataset_from_config(cfg, progress=False)), progress=False).fit()
     assert read_checkpoint(list_checkpoints(tmp_path / "nan")[-1])["step"] == 2   # the good epoch-end checkpoint
+
+
+def poisoned_grad_model(at_call: int):
+    "A CrissCross whose 6th-last parameter gets a NaN gradient at its `at_call`-th backward (1-based); (model_fn, name)."
+    box = {}
+    def model_fn(cfg):
+        m = CrissCross(cfg.model)
+        name, param = list(m.named_parameters())[-6]
+        calls = {"n": 0}
+        def hook(g):
+            calls["n"] += 1
+            return g * float("nan") if calls["n"] == at_call else g
+        param.register_hook(hook)
+        box["name"] = name
+        return m
+    return model_fn, box
+
+
+def test_nonfinite_gradient_stops_with_the_step_and_parameter(manifest, tmp_path):
+    cfg = load_config(DEMO_CFG, overrides(manifest, tmp_path, **{"train.run_name": "nangrad"}))
+    model_fn, box = poisoned_grad_model(at_call=3)      # steps 0, 1 fine (epoch 0 and its checkpoint), step 2 poisoned
+    with pytest.raises(FloatingPointError) as e:
+        Trainer(cfg, model_fn=model_fn, progress=False).fit()
+    msg = str(e.value)
+    assert "at step 2 " in msg and f"first offending parameter {box['name']} " in msg and "loss was finite" in msg, msg
+    ckpts = list_checkpoints(tmp_path / "nangrad")
+    assert [read_checkpoint(c)["step"] for c in ckpts] == [2]          # the good epoch-end checkpoint, nothing after it
+    state = read_checkpoint(ckpts[-1])["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_bf16_on_cpu_is_refused_before_training(manifest, tmp_path):
+    with pytest.raises(ValueError, match="train.precision='bf16' is refused on CPU"):
+        check_run_config(load_config(DEMO_CFG, ["train.precision=bf16"]), 1, "cpu")
+    assert check_run_config(load_config(DEMO_CFG, ["train.precision=bf16"]), 1, "cuda") == "bf16"
+    r = cli(["pretrain", "--config", str(DEMO_CFG), "--no-progress", *overrides(manifest, tmp_path),
+             "train.precision=bf16", "train.device=cpu"])
+    assert r.returncode != 0
+    assert "train.precision='bf16' is refused on CPU" in r.stderr and "bf16_conv3d_probe" in r.stderr, r.stderr[-2000:]
+    assert "train.precision='fp32'" in r.stderr
+    assert not list(tmp_path.glob("*/ckpt_step*.pt"))
+
+
+def test_persistent_workers_equal_the_main_process_and_resume_exactly(manifest, tmp_path, one_thread):
+    """2 loader workers kept for the whole run (3 epochs, so 2 epoch boundaries), stopped mid-epoch by max_steps and
+    resumed with workers again, end bit-identical to a run that loads everything in the main process."""
+    ov = lambda **kw: overrides(manifest, tmp_path, **{"optim.epochs": 3, "train.checkpoint_every_steps": 100, **kw})
+    pretrain(load_config(DEMO_CFG, ov(**{"data.num_workers": 0, "train.run_name": "main"})), progress=False)
+    part = pretrain(load_config(DEMO_CFG, ov(**{"data.num_workers": 2, "train.run_name": "workers", "train.max_steps": 3})),
+                    progress=False)
+    assert part["steps"] == 3                           # 1 step into epoch 1 (2 steps per epoch)
+    full = pretrain(load_config(DEMO_CFG, ov(**{"data.num_workers": 2, "train.run_name": "workers"})), progress=False)
+    assert full["steps"] == 6
+    same_params(final_state(tmp_path / "main"), final_state(tmp_path / "workers"))
+    a, b = read_metrics(tmp_path / "main")[LOSS_COLS], read_metrics(tmp_path / "workers")[LOSS_COLS]
+    assert a.step.tolist() == b.step.tolist() == [1, 2, 3, 4, 5, 6]
+    assert np.array_equal(a.to_numpy(), b.to_numpy())
+
+
+def test_knn_monitor_is_logged_and_leaves_training_alone(manifest, tmp_path, one_thread):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ov = lambda **kw: overrides(manifest, tmp_path, **{"train.bn_mode": "frozen", **kw})   # frozen: BN modes must survive it
+    pretrain(load_config(DEMO_CFG, ov(**{"train.run_name": "plain"})), progress=False)
+    pretrain(load_config(DEMO_CFG, ov(**{"train.run_name": "knn", "train.knn_every_epochs": 1, "train.knn_k": 3})),
+             progress=False)
+    m = read_metrics(tmp_path / "knn")
+    assert m.step.tolist() == [1, 2, 3, 4]
+    assert m.knn_v.notna().tolist() == m.knn_a.notna().tolist() == [False, True, False, True]   # each epoch end
+    for col in ("knn_v", "knn_a"):
+        assert m[col].dropna().between(0, 1).all(), m[col]
+    assert (m.knn_s.dropna() > 0).all()
+    # the monitor changes nothing in the training
+    same_params(final_state(tmp_path / "plain"), final_state(tmp_path / "knn"))
+    assert np.array_equal(read_metrics(tmp_path / "plain")[LOSS_COLS].to_numpy(), m[LOSS_COLS].to_numpy())
+    ea = EventAccumulator(str(tmp_path / "knn" / "tb")).Reload()
+    assert {"knn_v", "knn_a"} <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Scalars("knn_v")] == [2, 4]
+    # every 2nd epoch only; a manifest without the labelled splits fails before training, naming the key
+    pretrain(load_config(DEMO_CFG, ov(**{"train.run_name": "knn2", "optim.epochs": 4, "train.knn_every_epochs": 2,
+                                         "train.knn_k": 3})), progress=False)
+    assert read_metrics(tmp_path / "knn2").dropna(subset=["knn_v"]).step.tolist() == [4, 8]
+    with pytest.raises(ValueError, match="train.knn_every_epochs=1 needs labelled videos"):
+        Trainer(load_config(DEMO_CFG, ov(**{"train.run_name": "bad", "train.knn_every_epochs": 1,
+                                            "train.knn_splits": "[train, val]"})), progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("override,message", [
