@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crisscross-installed
 
-.PHONY: install demo test check-notebooks book pytest bench bench-quick clean-venv
+.PHONY: install demo test check-notebooks book pytest bench bench-quick ablations clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ book: install
 	@start=$$(date +%s); \
 	OMP_NUM_THREADS=1 $(BIN)/jupyter-book build book --all --warningiserror --keep-going --quiet || exit 1; \
 	echo "book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
+
+# The poster's three ablations on the demo data x 3 seeds + the random-init baseline (`crisscross sweep`: each run is
+# nbs/ablation.ipynb executed by papermill into runs/ablations/<run>/; finished runs are skipped, a failed run is
+# reported and the sweep goes on), then the collect step writes book/data/{relaxation,async_loss,data_size}.csv.
+# Options through SWEEP_ARGS, e.g. make ablations SWEEP_ARGS="--dry-run" or SWEEP_ARGS="--seeds 0 --set epochs=5".
+ablations: install
+	$(BIN)/crisscross sweep $(SWEEP_ARGS)
 
 check-notebooks: install
 	@before=$$(cat nbs/*.ipynb crisscross/*.py | md5sum); \
