@@ -65,6 +65,13 @@ def test_model_tiny(dirs):
     assert rec["results"]["peak"]["fp32"]["gflops"] > 0
     assert {"straightforward", "channels_last", "bf16", "batched_views"} <= set(r["options"])
     assert r["equivalence"]["channels_last"]["same_semantics"] and not r["equivalence"]["batched_views"]["same_semantics"]
+    # the batched-views model (ModelConfig.batch_views) is the published one with BatchNorm frozen, not in training mode
+    assert r["equivalence"]["batched_views+channels_last"]["model"] == "batched views"
+    bvp = r["batched_vs_published"]
+    assert bvp["frozen_bn/batched_views"]["within_tolerance"] and bvp["frozen_bn/batched_views+channels_last"]["within_tolerance"]
+    assert bvp["train_mode_fp64"]["grad_rel_diff"] > 1e-3
+    assert r["equivalence"]["channels_last"]["within_tolerance"] and r["best_fp32"]["option"] in r["options"]
+    assert isinstance(rec["summary"]["demo: fp32 step target 1.3x met"], bool)
     assert r["memory"]["straightforward"]["maxrss_mib"] > 0
 
 

@@ -26,11 +26,12 @@ BOOK = REPO / "book"
 HTML = BOOK / "_build" / "html"
 ARTIFACTS = REPO / "tests" / "artifacts" / "book"
 MAIN_PAGES = ["intro", "relaxation", "demo_dataset", "ablation_relaxation", "ablation_async", "ablation_data_size",
-              "analyses", "esc10", "published", "multi_gpu", "api/index"]
+              "analyses", "esc10", "published", "multi_gpu", "performance", "api/index"]
 ABLATION_PAGES = {"relaxation": "ablation_relaxation", "async_loss": "ablation_async", "data_size": "ablation_data_size"}
 
 sys.path.insert(0, str(BOOK))
 import bookdata as bd  # noqa: E402
+import perfdata as pf  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ helpers, no browser
@@ -151,6 +152,46 @@ def test_published_sota_tables():
     assert len(action) == 17
     sound = bd.read_published("tab4_sota_sound").set_index("method")
     assert sound.loc["CrissCross"].tolist()[:4] == [86.8, 90.5, 96, 97]
+
+
+# ------------------------------------------------------------------------------------------ the performance chapter
+def _bench_records():
+    recs = pf.latest_all()
+    if any(r is None for r in recs.values()): pytest.skip("benchmarks/results lacks a full run of some benchmark")
+    return recs
+
+
+def test_performance_targets_follow_the_numbers():
+    "Each target's verdict is computed from the record: change a figure, the verdict changes."
+    import copy
+    recs = _bench_records()
+    df = pf.targets(recs)
+    assert df["target"].str.contains("Data wait").any() and df["target"].str.contains("frame-by-frame").any()
+    assert df["target"].str.contains("Training step").any() and set(df["run"]) >= {r["run_id"] for r in recs.values()}
+    slow = copy.deepcopy(recs)
+    for x in slow["train"]["results"]["runs"]: x["wait_frac"] = 0.5
+    for key, r in slow["model"]["results"]["configs"].items():
+        r["best_fp32"] = {"option": "channels_last", "speedup": 1.01, "speedup_iqr": [1.0, 1.02]}
+        r["best_same_semantics"] = dict(r["best_fp32"])
+    got = pf.targets(slow)
+    assert set(got.loc[got["target"].str.contains("Data wait|Training step"), "met"]) == {"no"}
+    fast = copy.deepcopy(slow)
+    for key, r in fast["model"]["results"]["configs"].items():
+        r["best_fp32"] = {"option": "batched_views+channels_last", "speedup": 1.4, "speedup_iqr": [1.3, 1.5]}
+    got = pf.targets(fast)
+    assert set(got.loc[got["target"].str.contains("Training step"), "met"]) == {"yes, with both views in one batch (BatchNorm over both views)"}
+    assert "**not met**" in pf.targets_md(slow) and "1.01x" in pf.targets_md(slow)
+
+
+def test_performance_tables_name_the_machine_and_the_reference():
+    recs = _bench_records()
+    m = pf.machine_table(recs)
+    assert list(m["benchmark"]) == ["loader", "model", "train"]
+    assert all(recs[n]["machine"]["cpu_model"] in line for n, line in zip(m["benchmark"], m["machine"]))
+    for key in recs["model"]["results"]["configs"]:
+        opts = pf.model_options(recs["model"], key)
+        assert opts.iloc[0]["option"] == "straightforward" and opts.iloc[0]["speed-up"].startswith("1")
+    assert "% of peak" in pf.model_overview(recs["model"]).columns
 
 
 # ------------------------------------------------------------------------------------------ the built book
