@@ -134,6 +134,11 @@ def _delegated():
         cmds["collect"] = (collect_main, "gather the ablation runs into book/data/*.csv")
     except ImportError:
         pass
+    try:
+        from crisscross.figures import figures_main
+        cmds["figures"] = (figures_main, "draw the poster's Fig. 3-5 from finished sweep runs into book/figures/")
+    except ImportError:
+        pass
     return cmds
 
 def build_parser() -> argparse.ArgumentParser:
