@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -44,9 +44,9 @@ __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR',
            'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features', 'probe_on_val', 'demo_metrics', 'knn_metrics',
            'ViewsAsClips', 'initial_backbones', 'random_init_backbones', 'esc10_inputs', 'esc10_metrics',
            'evenly_spaced', 'stale_reason', 'AblationRun', 'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun',
-           'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep', 'sweep_summary',
-           'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value', 'sweep_parser',
-           'sweep_main', 'collect_parser', 'collect_main']
+           'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status',
+           'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect',
+           'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -653,9 +653,25 @@ class PlannedRun:
     name: str
     tables: tuple
 
+def steps_per_epoch(p: AblationParams) -> int:
+    "Optimiser steps per epoch of a demo run: its pre-training clips x clips per video // (global batch x accumulation)."
+    cfg = resolve_config(p)
+    if cfg.data.dataset != "demo":
+        _bad("dataset_size", p.dataset_size, f"a run on the demo data (config {p.config!r} with overrides {p.overrides!r} "
+             f"uses data.dataset={cfg.data.dataset!r}, whose size the parameter does not set)")
+    o = cfg.optim
+    return max(1, DEMO_SIZES[p.dataset_size] * o.clips_per_video // (o.batch * o.accumulation))
+
+def matched_epochs(base: AblationParams, size: str) -> int:
+    "Epochs at demo size `size` giving (to the nearest epoch) as many optimiser steps as `base` makes at its size."
+    epochs = base.epochs if base.epochs is not None else resolve_config(base).optim.epochs
+    steps = epochs * steps_per_epoch(base)
+    return max(1, round(steps / steps_per_epoch(replace(base, dataset_size=size))))
+
 def sweep_plan(base: Mapping | AblationParams | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
-               ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), baseline: bool = True) -> list:
-    "The runs of `ablations` x `seeds` around `base` (+ the random-init baseline), each listed once."
+               ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), baseline: bool = True, match_steps: bool = True) -> list:
+    """The runs of `ablations` x `seeds` around `base` (+ the random-init baseline), each listed once. With `match_steps`
+    the data-size runs other than the base size get `matched_epochs` (the same number of optimiser steps as the base)."""
     base = base if isinstance(base, AblationParams) else check_params(**dict(base or {}))
     if not base.pretrain: _bad("pretrain", False, "True for the base of a sweep (the baseline runs are added by it)")
     unknown = [a for a in ablations if a not in SWEEP_ABLATIONS]
@@ -667,13 +683,17 @@ def sweep_plan(base: Mapping | AblationParams | None = None, seeds: Sequence[int
         old = plan.get(name)
         plan[name] = PlannedRun(params, name, (old.tables if old else ()) + (table,))
     b = asdict(base)
+    epochs_of = {s: matched_epochs(base, s) for s in DEMO_SIZES} if "data_size" in ablations and match_steps else {}
     for seed in seeds:
         if baseline:
             p = AblationParams(**{**b, "seed": seed, "pretrain": False, **{k: _DEFAULTS[k] for k in BASELINE_IGNORES}})
             for a in ablations: add(p, (a, BASELINE))
         for a in ablations:
             param, settings = SWEEP_ABLATIONS[a]
-            for s in settings: add(AblationParams(**{**b, "seed": seed, param: s}), (a, s))
+            for s in settings:
+                extra = {}
+                if a == "data_size" and match_steps and s != base.dataset_size: extra["epochs"] = epochs_of[s]
+                add(AblationParams(**{**b, "seed": seed, param: s, **extra}), (a, s))
     return list(plan.values())
 
 # %% ../nbs/17_experiment.ipynb #defc6487
@@ -914,6 +934,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--ablations", default=",".join(SWEEP_ABLATIONS), help="comma-separated, of " + ", ".join(SWEEP_ABLATIONS))
     p.add_argument("--no-baseline", action="store_true", help="leave out the random-init baseline runs")
+    p.add_argument("--no-match-steps", action="store_true",
+                   help="data-size runs keep the base's epochs (default: epochs matched to the base run's optimiser steps)")
     _common_args(p)
     p.add_argument("--runner", choices=tuple(RUNNERS), default="papermill",
                    help="papermill: execute nbs/ablation.ipynb per run (kept in the run directory); direct: in this process")
@@ -935,7 +957,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     try:
         base = _base_from_args(args)
         ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
-        plan = sweep_plan(base, _seeds(args.seeds), ablations, baseline=not args.no_baseline)
+        plan = sweep_plan(base, _seeds(args.seeds), ablations, baseline=not args.no_baseline, match_steps=not args.no_match_steps)
     except ValueError as e:
         print(f"crisscross sweep: error: {e}", file=sys.stderr); return 2
     if args.dry_run:
