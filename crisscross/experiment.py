@@ -22,10 +22,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import CKPT_PATTERN, atomic_save, code_version, list_checkpoints, read_checkpoint
+from .checkpoint import CKPT_PATTERN, atomic_save, code_version, latest_checkpoint, list_checkpoints, read_checkpoint
 from .cli import REPO
 from .config import (RESUME_IGNORED_KEYS, RunConfig, config_hash, load_config, model_preset_name, run_id,
                                save_config)
@@ -42,11 +43,11 @@ __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR',
            'PROVENANCE', 'EXTRA_COLUMNS', 'TRAIN_TAIL_KEYS', 'AblationParams', 'resolve_path', 'override_list',
            'check_params', 'run_name', 'run_dir', 'resolve_config', 'identity', 'materialize', 'decoded_cache',
            'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features', 'probe_on_val', 'demo_metrics', 'knn_metrics',
-           'ViewsAsClips', 'initial_backbones', 'random_init_backbones', 'esc10_inputs', 'esc10_metrics',
-           'evenly_spaced', 'stale_reason', 'AblationRun', 'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun',
-           'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status',
-           'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect',
-           'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
+           'crossmodal_control', 'ViewsAsClips', 'initial_backbones', 'random_init_backbones', 'esc10_inputs',
+           'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun', 'prepare', 'run_ablation',
+           'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner',
+           'direct_runner', 'run_status', 'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows',
+           'safe_write_table', 'collect', 'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -347,6 +348,32 @@ def knn_metrics(train: Mapping, test: Mapping, knn_k: int = KNN_K) -> dict:
         out[f"knn_{name}"] = knn_accuracy(tr.video_level(), tr.labels, te.video_level(), te.labels, k=min(knn_k, len(tr)))
     return out
 
+# %% ../nbs/17_experiment.ipynb #b2d1f8e3
+@torch.no_grad()
+def crossmodal_control(model: nn.Module, video: torch.Tensor, audio: torch.Tensor, batch_size: int = 64) -> dict:
+    """Own-clip vs other-clip cross-modal agreement of `model` (a `CrissCross`, used through `project`) on synchronous
+    pairs `video[i]`, `audio[i]`: `xm_own`, `xm_other`, `xm_margin`, `xm_r1` (cross-modal top-1 of the own clip) and `xm_n`."""
+    if len(video) != len(audio):
+        raise ValueError(f"crossmodal_control: {len(video)} video clips but {len(audio)} audio clips; expected pairs")
+    if len(video) < 2: raise ValueError(f"crossmodal_control: {len(video)} clip(s); expected at least 2 (an own and an other clip)")
+    was = model.training; model.eval()
+    try:
+        out = {}
+        for m, x in (("v", video), ("a", audio)):
+            zp = [model.project(x[i:i + batch_size], m) for i in range(0, len(x), batch_size)]
+            out[m] = tuple(F.normalize(torch.cat(t).float(), dim=1) for t in zip(*zp))   # (z, p)
+    finally:
+        model.train(was)
+    (zv, pv), (za, pa) = out["v"], out["a"]
+    n = len(zv)
+    sims = [pv @ za.T, pa @ zv.T]                                     # [i, j]: prediction of clip i vs projection of clip j
+    own = torch.stack([s.diagonal() for s in sims]).mean()
+    off = ~torch.eye(n, dtype=torch.bool)
+    other = torch.stack([s[off] for s in sims]).mean()
+    r1 = torch.stack([(s.argmax(1) == torch.arange(n)).float().mean() for s in sims]).mean()
+    return {"xm_own": float(own), "xm_other": float(other), "xm_margin": float(own - other), "xm_r1": float(r1), "xm_n": n}
+
+
 # %% ../nbs/17_experiment.ipynb #dd35ddf0
 class ViewsAsClips(Dataset):
     "A pre-training dataset seen as `{modality: (2, ...) its two views, label: 0, clip_id}` items (what `recalibrate_batchnorm` reads)."
@@ -538,6 +565,8 @@ class AblationRun:
             classes = inputs[split]["classes"]
         feats = {s: {m: split_features(self.backbones[m], inputs[s], m) for m in ("video", "audio")} for s in inputs}
         self.metrics, self.details = demo_metrics(feats["train"], feats["val"], feats["test"], p.classifier, p.seed)
+        xm = self.other_clip_control(inputs["test"])
+        self.details["xm_n"] = xm.pop("xm_n"); self.metrics.update(xm)
         self.timings["eval_seconds"] = round(time.perf_counter() - t0, 1)
         if p.epoch_knn and p.pretrain:
             t1 = time.perf_counter()
@@ -555,6 +584,30 @@ class AblationRun:
                 self.timings["esc10_seconds"] = round(time.perf_counter() - t1, 1)
         self.log(f"{self.name}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in self.metrics.items() if not k.startswith("retrieval")))
         return self.metrics
+
+    def full_model(self) -> nn.Module:
+        """The whole model behind the backbones: the final checkpoint's (pre-trained), or for the baseline the initial
+        model of the seed with the BN-re-estimated backbones (its heads untrained, BatchNorm at default statistics)."""
+        from crisscross.model import CrissCross
+        if self.params.pretrain:
+            path = latest_checkpoint(self.run_dir)
+            if path is None: raise FileNotFoundError(f"{self.run_dir}: no checkpoint to evaluate the other-clip control with")
+            model = CrissCross(self.cfg.model)
+            model.load_state_dict(read_checkpoint(path)["model"])
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.params.seed)
+                model = CrissCross(self.cfg.model)
+            model.video.load_state_dict(self.backbones["video"].state_dict())
+            model.audio.load_state_dict(self.backbones["audio"].state_dict())
+        return model.eval()
+
+    def other_clip_control(self, test: Mapping) -> dict:
+        "`crossmodal_control` of `full_model` on the first evaluation clip of every test video."
+        t0 = time.perf_counter()
+        out = crossmodal_control(self.full_model(), test["video"][:, 0], test["audio"][:, 0])
+        self.timings["xm_control_seconds"] = round(time.perf_counter() - t0, 1)
+        return out
 
     def _epoch_knn(self, inputs) -> list:
         "kNN accuracy of epoch-end checkpoints (at most `EPOCH_KNN_POINTS`, evenly spaced; the final one is the evaluated backbone)."
@@ -837,7 +890,7 @@ def _ordered(rows, ablation, per_epoch=False) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     order = {s: i for i, s in enumerate((BASELINE,) + tuple(SWEEP_ABLATIONS[ablation][1]))}
     df = df.assign(_o=df["setting"].map(order).fillna(len(order))).sort_values(["_o", "seed"] + (["epoch"] if per_epoch else []))
-    metric_cols = [c for c in df.columns if c.startswith(("probe_", "knn_", "retrieval_", "esc10"))]
+    metric_cols = [c for c in df.columns if c.startswith(("probe_", "knn_", "retrieval_", "esc10", "xm_"))]
     head = [c for c in ("probe_v", "probe_a", "probe_av", "knn_v", "knn_a", "knn_av") if c in metric_cols]
     cols = list(PROVENANCE) + (["epoch", "step"] if per_epoch else []) + head + [c for c in metric_cols if c not in head]
     cols += [c for c in df.columns if c not in cols and c != "_o"]
