@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,10 @@ def cmd_smoke(args) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #10850ce6
+def _is_rank0() -> bool:
+    "True unless torchrun says this process is not global rank 0."
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
 def cmd_pretrain(args) -> int:
     "Pre-train as the config says (resuming the run directory's newest valid checkpoint)."
     try:
@@ -84,6 +89,7 @@ def cmd_pretrain(args) -> int:
         summary = pretrain(cfg, args.run_dir, resume=not args.no_resume, progress=not args.no_progress)
     except (ValueError, FileExistsError) as e:
         return _error(str(e))
+    if not _is_rank0(): return 0          # under torchrun, one closing line (rank 0's), not one per process
     if summary.get("stopped"):
         print(f"stopped by a signal at step {summary['steps']}; checkpoint {summary['checkpoint']}; "
               f"run the same command again to resume")
@@ -112,6 +118,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     print(f"crisscross demo: config {cfg_path}")
     summary = pretrain(cfg, resume=True, progress=not args.no_progress)
+    if not _is_rank0(): return 0
     rd = Path(summary["run_dir"])
     print(f"\npre-trained {summary['run_id']}: {summary['steps']} steps; total {time.perf_counter() - t0:.0f} s")
     print(f"  run directory  {rd}\n  metrics        {rd / 'metrics.jsonl'} (tensorboard --logdir {rd / 'tb'})")

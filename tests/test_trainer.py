@@ -85,6 +85,8 @@ def test_ddp_two_processes_equal_one(manifest, tmp_path):
     m1, m2 = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert np.allclose(m1["loss"], m2["loss"], atol=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    closing = [l for l in two.stdout.splitlines() if l.startswith("run ") and " steps in " in l]
+    assert len(closing) == 1, two.stdout[-2000:]          # one closing line (rank 0's), not one per process
 
 
 def test_sigkill_and_resume_is_exact(manifest, tmp_path):
