@@ -465,3 +465,73 @@ def show_metric_family(prefix: str, what: str, how: str, extra_tables=(), data_d
         paths = ", ".join(f"`{repo_path(Path(data_dir or DATA) / f'{n}.csv')}`" for n in list(ABLATIONS) + list(extra_tables))
         _display(_md(f":::{{note}}\n**Not yet run.** {what}: no `{prefix}*` column in any of {paths}. {how}\n:::\n"))
     return shown
+
+
+# ---------------------------------------------------------------------------------------------------- issue 6: does the demo learn?
+RECIPE_CONTROLS = ("xm_own", "xm_other", "xm_margin", "xm_r1", "train_sync", "train_async", "train_xm_margin",
+                   "train_std_v", "train_std_a")
+
+
+def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss") -> dict | None:
+    """The demo recipe (full loss, default relaxation) against the random-init baseline, seed by seed, from the committed
+    `<ablation>.csv`: `{'table': per-seed DataFrame, 'summary': DataFrame, 'checks': [(criterion, value, holds)]}`,
+    or None when the table is not there yet. Every criterion is computed from the table, so a new sweep changes it."""
+    df = read_results(ablation, data_dir)
+    if df is None or not {setting, BASELINE} <= set(df["setting"]): return None
+    d = df[df["setting"].isin([setting, BASELINE])].copy()
+    d["setting"] = d["setting"].map({setting: "pre-trained (demo recipe)", BASELINE: "random init"})
+    cols = ["setting", "seed", "run_id"] + [m for m in HEADLINE_METRICS if m in d] + [c for c in RECIPE_CONTROLS if c in d]
+    table = d[cols].sort_values(["setting", "seed"]).reset_index(drop=True)
+    rows, checks = [], []
+    for m in [m for m in HEADLINE_METRICS if m in d]:
+        on = df.loc[df["setting"] == setting, m].dropna().to_numpy(float)
+        rnd = df.loc[df["setting"] == BASELINE, m].dropna().to_numpy(float)
+        sd = lambda v: v.std(ddof=1) if len(v) > 1 else np.nan
+        margin, spread = on.mean() - rnd.mean(), np.nanmax([sd(on), sd(rnd)])
+        rows.append({"probe": METRIC_LABELS.get(m, m), "pre-trained": fmt_pct(on.mean(), sd(on), len(on)),
+                     "random init": fmt_pct(rnd.mean(), sd(rnd), len(rnd)), "margin (points)": round(100 * margin, 1),
+                     "largest seed std (points)": round(100 * spread, 1) if np.isfinite(spread) else np.nan,
+                     "margin > spread": bool(np.isfinite(spread) and margin > spread and len(on) >= 3 and len(rnd) >= 3),
+                     "every seed above": bool(len(on) and len(rnd) and on.min() > rnd.max())})
+        checks.append((f"{METRIC_LABELS.get(m, m)}: margin over random init larger than the seed spread (>= 3 seeds each)",
+                       f"{100 * margin:+.1f} vs {100 * spread:.1f} points" if np.isfinite(spread) else f"{100 * margin:+.1f} points",
+                       rows[-1]["margin > spread"]))
+    on = df[df["setting"] == setting]
+    if "xm_margin" in on and on["xm_margin"].notna().any():
+        checks.append(("other-clip control at evaluation: own clip closer than other clips (xm_margin > 0, every seed)",
+                       ", ".join(f"{v:+.3f}" for v in on["xm_margin"].dropna()), bool((on["xm_margin"].dropna() > 0).all())))
+    if "train_xm_margin" in on and on["train_xm_margin"].notna().any():
+        checks.append(("other-clip control in training, last 10% of steps (train_xm_margin > 0, every seed)",
+                       ", ".join(f"{v:+.3f}" for v in on["train_xm_margin"].dropna()), bool((on["train_xm_margin"].dropna() > 0).all())))
+    for k in ("train_std_v", "train_std_a"):
+        if k in on and on[k].notna().any():
+            checks.append((f"no collapse: {k} away from 0 (healthy ~ 1/sqrt(dim) = {1 / np.sqrt(128):.3f})",
+                           ", ".join(f"{v:.3f}" for v in on[k].dropna()), bool((on[k].dropna() > 0.02).all())))
+    if {"train_sync", "train_async"} <= set(on.columns) and on["train_sync"].notna().any():
+        diff = (on["train_async"] - on["train_sync"]).dropna()
+        checks.append(("synchronous and asynchronous cross-modal terms differ in training (L_async - L_sync, every seed)",
+                       ", ".join(f"{v:+.3f}" for v in diff), bool(len(diff) and (diff.abs() > 0.005).all())))
+    rnd = df[df["setting"] == BASELINE]
+    for m in [m for m in ("probe_v", "probe_a") if m in rnd]:
+        checks.append((f"random init not at the ceiling for {METRIC_LABELS.get(m, m)} (ceiling 0.75 for one modality)",
+                       fmt_pct(rnd[m].mean()), bool(rnd[m].max() < 0.7)))
+    if all(m in on for m in HEADLINE_METRICS):
+        a, v, av = (on[m].mean() for m in HEADLINE_METRICS)
+        checks.append(("the classes need both modalities: a+v above both a and v (pre-trained, mean)",
+                       f"a {100 * a:.1f}, v {100 * v:.1f}, a+v {100 * av:.1f}", bool(av > max(a, v))))
+    return {"table": table, "summary": pd.DataFrame(rows),
+            "checks": pd.DataFrame(checks, columns=["criterion (issue 6)", "measured", "holds"])}
+
+
+def show_recipe_check(data_dir=None):
+    "Display `recipe_check` (or a 'not yet run' note)."
+    r = recipe_check(data_dir)
+    if r is None:
+        _display(_md(not_yet_run("The demo recipe against random init over seeds", Path(data_dir or DATA) / "async_loss.csv",
+                                 "`crisscross sweep --ablations async_loss` runs it.")))
+        return None
+    _display(_html(html_table(r["checks"], "Each criterion computed from book/data/async_loss.csv.")))
+    _display(_html(html_table(r["summary"], "Linear probes on the demo test split, mean ± std over seeds, in %.")))
+    _display(_html(html_table(r["table"].round(4), "Every seed: probes (fractions), the other-clip control at evaluation "
+                              "(xm_*) and the trainer's last-10% means (train_*); run ids trace each row to its run.")))
+    return r

@@ -73,6 +73,28 @@ def test_reading_says_which_settings_clear_the_baseline():
     assert "every seed above every baseline seed: no setting; every seed below: no setting" in bd.reading_md(flat, bd.ABLATIONS["relaxation"], ["probe_v"])
 
 
+def test_recipe_check_is_computed_from_the_table(tmp_path):
+    "Issue 6's criteria on the demo page: each verdict follows the numbers of async_loss.csv."
+    df = _runs(settings=("off", "on"), ablation="async_loss", base=0.3, step=0.1)
+    df = df.assign(xm_margin=0.05, train_xm_margin=0.02, train_std_v=0.08, train_std_a=0.09, train_sync=-0.4, train_async=-0.3)
+    df.to_csv(tmp_path / "async_loss.csv", index=False)
+    r = bd.recipe_check(tmp_path)
+    checks = dict(zip(r["checks"]["criterion (issue 6)"], r["checks"]["holds"]))
+    assert all(checks.values()) and len(checks) >= 9, checks
+    assert set(r["table"]["run_id"]) == set(df.loc[df["setting"].isin(["on", "random_init"]), "run_id"])
+    # on no better than random init (a margin of 0.2 - 0.2), a shortcut and a collapse: the verdicts flip
+    bad = df.assign(probe_v=np.where(df["setting"] == "on", df["probe_v"] - 0.2, df["probe_v"]), xm_margin=0.0, train_std_v=0.001)
+    bad.to_csv(tmp_path / "async_loss.csv", index=False)
+    checks = dict(zip(*bd.recipe_check(tmp_path)["checks"][["criterion (issue 6)", "holds"]].T.values))
+    assert [k for k, v in checks.items() if not v] == [
+        "linear probe, video: margin over random init larger than the seed spread (>= 3 seeds each)",
+        "other-clip control at evaluation: own clip closer than other clips (xm_margin > 0, every seed)",
+        f"no collapse: train_std_v away from 0 (healthy ~ 1/sqrt(dim) = {1 / np.sqrt(128):.3f})"]
+    df[df["seed"] < 2].to_csv(tmp_path / "async_loss.csv", index=False)      # 2 seeds are not enough
+    assert not bd.recipe_check(tmp_path)["summary"]["margin > spread"].any()
+    assert bd.recipe_check(tmp_path / "nowhere") is None
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.drop(columns="run_id"), "missing column(s) run_id"),
     (lambda d: d.drop(columns=["probe_v", "probe_a", "probe_av", "knn_v"]), "no metric column"),
