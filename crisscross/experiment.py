@@ -39,15 +39,16 @@ from .sampler import MODES, POLICIES
 # %% auto #0
 __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR', 'BASELINE', 'PARAMETERS', 'RESULT_PARAMETERS',
            'PARAMETER_KEYS', 'KEEP_ALL_CHECKPOINTS', 'PROBE_CS', 'KNN_K', 'RECALL_KS', 'METRICS_FILE', 'RECORD_FORMAT',
-           'EPOCH_KNN_POINTS', 'SWEEP_ABLATIONS', 'DEFAULT_SEEDS', 'BASELINE_IGNORES', 'NOTEBOOK', 'RUNNERS',
-           'PROVENANCE', 'EXTRA_COLUMNS', 'TRAIN_TAIL_KEYS', 'AblationParams', 'resolve_path', 'override_list',
-           'check_params', 'run_name', 'run_dir', 'resolve_config', 'identity', 'materialize', 'decoded_cache',
-           'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features', 'probe_on_val', 'demo_metrics', 'knn_metrics',
-           'crossmodal_control', 'ViewsAsClips', 'initial_backbones', 'random_init_backbones', 'esc10_inputs',
-           'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun', 'prepare', 'run_ablation',
-           'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner',
-           'direct_runner', 'run_status', 'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows',
-           'safe_write_table', 'collect', 'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
+           'EPOCH_KNN_POINTS', 'SWEEP_ABLATIONS', 'DEFAULT_SEEDS', 'BASELINE_IGNORES', 'EVAL_EXTRAS',
+           'FULL_EVAL_ABLATIONS', 'NOTEBOOK', 'RUNNERS', 'PROVENANCE', 'EXTRA_COLUMNS', 'TRAIN_TAIL_KEYS',
+           'AblationParams', 'resolve_path', 'override_list', 'check_params', 'run_name', 'run_dir', 'resolve_config',
+           'identity', 'materialize', 'decoded_cache', 'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features',
+           'probe_on_val', 'demo_metrics', 'knn_metrics', 'crossmodal_control', 'ViewsAsClips', 'initial_backbones',
+           'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun',
+           'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs',
+           'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep', 'sweep_summary',
+           'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value', 'sweep_parser',
+           'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -701,6 +702,11 @@ SWEEP_ABLATIONS = {"relaxation": ("relaxation", MODES), "async_loss": ("async_lo
 DEFAULT_SEEDS = (0, 1, 2)
 # parameters of pre-training: the random-init baseline keeps their defaults (and the collect step ignores them)
 BASELINE_IGNORES = ("relaxation", "async_loss", "epochs", "max_steps", "epoch_knn")
+# evaluation extras: they add columns to a run's record but do not define its setting (the collect step matches runs
+# without them). The sweep keeps them for the L_async ablation (Tab. 1, Fig. 3: ESC-10 and accuracy against epoch)
+# and, with `full_eval=False`, leaves them out of the other ablations' runs, which cost ~40% less that way.
+EVAL_EXTRAS = ("eval_esc10", "epoch_knn")
+FULL_EVAL_ABLATIONS = ("async_loss",)
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -725,9 +731,11 @@ def matched_epochs(base: AblationParams, size: str) -> int:
     return max(1, round(steps / steps_per_epoch(replace(base, dataset_size=size))))
 
 def sweep_plan(base: Mapping | AblationParams | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
-               ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), baseline: bool = True, match_steps: bool = True) -> list:
+               ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), baseline: bool = True, match_steps: bool = True,
+               full_eval: bool = True) -> list:
     """The runs of `ablations` x `seeds` around `base` (+ the random-init baseline), each listed once. With `match_steps`
-    the data-size runs other than the base size get `matched_epochs` (the same number of optimiser steps as the base)."""
+    the data-size runs other than the base size get `matched_epochs` (the same number of optimiser steps as the base).
+    With `full_eval=False`, runs that only ablations outside `FULL_EVAL_ABLATIONS` need skip the `EVAL_EXTRAS`."""
     base = base if isinstance(base, AblationParams) else check_params(**dict(base or {}))
     if not base.pretrain: _bad("pretrain", False, "True for the base of a sweep (the baseline runs are added by it)")
     unknown = [a for a in ablations if a not in SWEEP_ABLATIONS]
@@ -740,6 +748,12 @@ def sweep_plan(base: Mapping | AblationParams | None = None, seeds: Sequence[int
         plan[name] = PlannedRun(params, name, (old.tables if old else ()) + (table,))
     b = asdict(base)
     epochs_of = {s: matched_epochs(base, s) for s in DEMO_SIZES} if "data_size" in ablations and match_steps else {}
+    base_settings = {a: getattr(base, SWEEP_ABLATIONS[a][0]) for a in SWEEP_ABLATIONS}
+    def light(a, s):
+        "Whether the run of setting `s` of ablation `a` may skip the evaluation extras."
+        if full_eval or a in FULL_EVAL_ABLATIONS: return False
+        # the base setting is also a run of the full-evaluation ablations when they are swept
+        return not (s == base_settings[a] and any(f in ablations for f in FULL_EVAL_ABLATIONS))
     for seed in seeds:
         if baseline:
             p = AblationParams(**{**b, "seed": seed, "pretrain": False, **{k: _DEFAULTS[k] for k in BASELINE_IGNORES}})
@@ -749,6 +763,7 @@ def sweep_plan(base: Mapping | AblationParams | None = None, seeds: Sequence[int
             for s in settings:
                 extra = {}
                 if a == "data_size" and match_steps and s != base.dataset_size: extra["epochs"] = epochs_of[s]
+                if light(a, s): extra.update({k: False for k in EVAL_EXTRAS})
                 add(AblationParams(**{**b, "seed": seed, param: s, **extra}), (a, s))
     return list(plan.values())
 
@@ -846,7 +861,7 @@ def training_tail(run_directory, frac: float = 0.1, keys: Sequence[str] = TRAIN_
     tail = rows[-max(3, int(round(len(rows) * frac))):]
     return {f"train_{k}": round(float(np.nanmean([r.get(k, np.nan) for r in tail])), 5) for k in keys
             if any(k in r for r in tail)}
-_MATCH_EXCLUDE = ("seed", "out_dir", "num_workers", "cache_dir", "overwrite", "pretrain")
+_MATCH_EXCLUDE = ("seed", "out_dir", "num_workers", "cache_dir", "overwrite", "pretrain") + EVAL_EXTRAS
 
 def read_records(out_dir, log: Callable = print) -> list:
     """Every `metrics.json` under `out_dir`, except those in directories moved aside by `overwrite` and stale ones (made
@@ -990,6 +1005,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--ablations", default=",".join(SWEEP_ABLATIONS), help="comma-separated, of " + ", ".join(SWEEP_ABLATIONS))
     p.add_argument("--no-baseline", action="store_true", help="leave out the random-init baseline runs")
+    p.add_argument("--full-eval", action="store_true",
+                   help="ESC-10 and the per-epoch kNN for every run (default: only for the L_async ablation's runs)")
     p.add_argument("--no-match-steps", action="store_true",
                    help="data-size runs keep the base's epochs (default: epochs matched to the base run's optimiser steps)")
     _common_args(p)
@@ -1013,7 +1030,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     try:
         base = _base_from_args(args)
         ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
-        plan = sweep_plan(base, _seeds(args.seeds), ablations, baseline=not args.no_baseline, match_steps=not args.no_match_steps)
+        plan = sweep_plan(base, _seeds(args.seeds), ablations, baseline=not args.no_baseline, match_steps=not args.no_match_steps,
+                          full_eval=args.full_eval)
     except ValueError as e:
         print(f"crisscross sweep: error: {e}", file=sys.stderr); return 2
     if args.dry_run:
