@@ -373,19 +373,20 @@ class AVEvalDataset(Dataset):
             return SkippedClip(index, str(self.rows.iloc[index]["clip_id"]), e.reason, str(e))
 
 # %% ../nbs/09_data.ipynb #a344ca0f
-def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True) -> tuple[Path, Path]:
-    "(manifest path, root) of the config's pre-training data; generates the demo dataset when it is missing."
+def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True, splits=None) -> tuple[Path, Path]:
+    """(manifest path, root) of the config's pre-training data; generates the demo dataset when it is missing.
+    `splits` (demo only; default every split) renders only those splits and returns their own manifest."""
     if data_cfg.dataset == "demo":
         from crisscross.demo import default_demo_root, generate_demo
         root = Path(data_cfg.root) if data_cfg.root else default_demo_root()
-        return generate_demo(root, size=data_cfg.demo_size, seed=0, progress=progress), root
+        return generate_demo(root, size=data_cfg.demo_size, seed=0, progress=progress, splits=splits), root
     man = Path(data_cfg.manifest)
     if not man.exists(): raise FileNotFoundError(f"data.manifest={str(man)!r} does not exist")
     return man, resolve_root(man, data_cfg.root)
 
 def dataset_from_config(cfg, progress: bool = True, **overrides) -> AVPretrainDataset:
     "The `AVPretrainDataset` of a `RunConfig` (`overrides` go to the dataset, e.g. custom transforms)."
-    man, root = pretrain_manifest(cfg.data, progress=progress)
+    man, root = pretrain_manifest(cfg.data, progress=progress, splits=(cfg.data.split,))   # the demo: only that split
     d, s = cfg.data, cfg.sampler
     sampler = RelaxationSampler(s.mode, s.policy, s.video_len, s.audio_len, seed=cfg.train.seed)
     cache = None

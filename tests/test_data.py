@@ -253,6 +253,28 @@ def test_dataset_from_config(tmp_path, monkeypatch):
         dataset_from_config(cfg)
 
 
+def test_dataset_from_config_renders_only_the_pretrain_split(tmp_path, monkeypatch):
+    "On a fresh demo root, pre-training renders only its split; callers without `splits` still get every split."
+    import crisscross.demo as demo
+    from crisscross.config import load_config
+    from crisscross.data import pretrain_manifest
+    monkeypatch.setitem(demo.DEMO_SIZES, "xs", 3)          # a tiny 'xs': 3 pre-training clips, 1 per probe split
+    for split in demo.PROBE_SIZES: monkeypatch.setitem(demo.PROBE_SIZES, split, 1)
+    root = tmp_path / "demo"
+    cfg = load_config(None, ["data.dataset=demo", f"data.root={root}", "data.demo_size=xs", "data.frame_size=32",
+                             "data.n_mels=40"])
+    ds = dataset_from_config(cfg, progress=False)
+    assert ds.n_videos == 3 and (ds.rows.split == "pretrain").all()
+    assert sorted(p.name for p in root.glob("*.csv")) == ["demo_xs_seed0_pretrain.csv"]
+    assert sorted(p.parent.name for p in root.rglob("*.mp4")) == ["pretrain"] * 3       # nothing else rendered
+    mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*.mp4")}
+    man, r = pretrain_manifest(cfg.data, progress=False)     # as the kNN monitor and the ablation runs call it
+    assert man.name == "demo_xs_seed0.csv" and r == root
+    assert pd.read_csv(man).split.value_counts().to_dict() == {"pretrain": 3, "train": 1, "val": 1, "test": 1}
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())                   # the pretrain clips were reused
+    pd.testing.assert_frame_equal(load_rows(man, "pretrain"), ds.rows)                # the same rows either way
+
+
 # ---------------------------------------------------------------- the real clips in ../shared/data/av_clips
 REAL_OK = ["kinetics_flipping_pancake.mkv", "ucf_style_test.avi", "chaplin.mp4", "big_buck_bunny_0_30.webm",
            "big_buck_bunny_1s.webm", "fire_quiet.mp4", "smpte_bars_tone.mp4"]

@@ -13,6 +13,7 @@ from crisscross.demo import (DEMO_SIZES, MANIFEST_COLUMNS, PROBE_SIZES, SPLITS, 
                              demo_clip, demo_counts, demo_plan, generate_demo, render_clip)
 
 TINY = {'pretrain': 3, 'train': 2, 'val': 1, 'test': 2}
+NONE = dict.fromkeys(SPLITS, 0)
 W = DemoWorld()
 
 
@@ -269,6 +270,54 @@ def test_overwrite_rewrites_everything(tiny, tmp_path):
     assert p.stat().st_mtime_ns != t0 and p.read_bytes() == before
 
 
+# --- partial generation (only some splits) -----------------------------------------------------------------------
+def test_partial_generation_writes_only_the_requested_splits(tiny, tmp_path):
+    root, m = tiny
+    full = pd.read_csv(m)
+    mp = generate_demo(tmp_path, 'xs', seed=0, workers=2, progress=False, n_clips=TINY, splits=('pretrain',))
+    assert mp.name == 'demo_n3-2-1-2_seed0_pretrain.csv'
+    df = pd.read_csv(mp)
+    assert tuple(df.columns) == MANIFEST_COLUMNS and df.split.value_counts().to_dict() == {'pretrain': TINY['pretrain']}
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob('*.mp4')) == sorted(df.path)
+    assert [p.name for p in tmp_path.glob('*.csv')] == [mp.name]          # no full manifest written
+    # the same rows, in the same order, as the full manifest's pretrain split (same bytes on disk)
+    pd.testing.assert_frame_equal(df, full[full.split == 'pretrain'].reset_index(drop=True))
+    # several splits: named in SPLITS order whatever order they are given in
+    m2 = generate_demo(tmp_path, 'xs', seed=0, workers=1, progress=False, n_clips=TINY, splits=['test', 'pretrain'])
+    assert m2.name == 'demo_n3-2-1-2_seed0_pretrain-test.csv'
+    assert pd.read_csv(m2).split.tolist() == ['pretrain'] * TINY['pretrain'] + ['test'] * TINY['test']
+    assert not (tmp_path / 'media' / 'train').exists() and not (tmp_path / 'media' / 'val').exists()
+
+
+def test_full_generation_after_partial_reuses_the_clips(tiny, tmp_path):
+    root, m = tiny
+    mp = generate_demo(tmp_path, 'xs', seed=0, workers=1, progress=False, n_clips=TINY, splits=('pretrain',))
+    part = pd.read_csv(mp)
+    mtimes = {p: (tmp_path / p).stat().st_mtime_ns for p in part.path}
+    before = mp.read_bytes()
+    mf = generate_demo(tmp_path, 'xs', seed=0, workers=2, progress=False, n_clips=TINY)
+    assert mf.name == m.name and mf.read_bytes() == m.read_bytes()    # the full manifest, as from scratch
+    assert {p: (tmp_path / p).stat().st_mtime_ns for p in part.path} == mtimes   # pretrain clips kept, not rewritten
+    assert mp.read_bytes() == before                                  # the partial manifest is left as it was
+    # every split asked for explicitly is the full generation, under the usual name
+    assert generate_demo(tmp_path, 'xs', seed=0, workers=1, progress=False, n_clips=TINY, splits=SPLITS) == mf
+
+
+def test_world_fingerprint_is_computed_once_per_world(monkeypatch):
+    import crisscross.demo as demo
+    calls = []
+    real = demo.asdict
+    monkeypatch.setattr(demo, 'asdict', lambda x: calls.append(1) or real(x))
+    w = DemoWorld(click_rate=0.25)
+    fp = w.fingerprint()
+    assert [w.fingerprint() for _ in range(5)] == [fp] * 5 and len(calls) == 1
+    assert demo_plan('xs', world=w).clip_id.str.startswith(f"demo{fp}-").all() and len(calls) == 1
+    assert DemoWorld(click_rate=0.25).fingerprint() == fp and len(calls) == 2   # an equal world: the same hash
+    monkeypatch.setattr(demo, 'DEMO_VERSION', demo.DEMO_VERSION + 1)             # a new version is never served stale
+    assert w.fingerprint() != fp
+    assert w == DemoWorld(click_rate=0.25) and 'fingerprint' not in repr(w)     # the cache is not a field
+
+
 # --- arguments ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('kwargs, msg', [
     (dict(size='huge'), "size='huge' is not one of ['xs', 's', 'm', 'l']"),
@@ -278,6 +327,11 @@ def test_overwrite_rewrites_everything(tiny, tmp_path):
     (dict(workers=0), "workers=0 must be an int >= 1"),
     (dict(n_clips={'trian': 2}), "n_clips split='trian' is not one of"),
     (dict(n_clips={'val': 2.5}), "n_clips['val']=2.5 must be a non-negative int"),
+    # (no clips asked for: if a bad `splits` got through, the test would fail fast instead of rendering size s)
+    (dict(splits='pretrain', n_clips=NONE), "splits='pretrain' is not a non-empty subset of ['pretrain', 'train', 'val', 'test']"),
+    (dict(splits=('pretrain', 'dev'), n_clips=NONE), "splits=('pretrain', 'dev') is not a non-empty subset of ['pretrain', 'train'"),
+    (dict(splits=(), n_clips=NONE), "splits=() is not a non-empty subset of"),
+    (dict(splits=3, n_clips=NONE), "splits=3 is not a non-empty subset of"),
 ])
 def test_bad_arguments(tmp_path, kwargs, msg):
     with pytest.raises(ValueError) as e:
