@@ -1,0 +1,62 @@
+"""Guard of issue 6: on the demo world, the demo recipe (configs/demo.yaml: the full loss, the default relaxation mode,
+600 steps) learns what a randomly initialised encoder of the same architecture (BatchNorm re-estimated) does not have,
+without collapse.
+
+It runs the real thing at reduced probe splits: the default world's 400 pre-training clips (the `s` set, so exactly the
+recipe's 600 steps) and labelled splits of 160 / 80 / 160 videos instead of 400 / 200 / 400, through the project's own
+generator, trainer and evaluation (`run_ablation`). About 8 minutes on 2 cores (rendering ~3 unless the demo cache
+already holds the clips, pre-training ~4); it is the one slow test that checks that the ablations are asked in a world where CrissCross learns. The thresholds are
+set from this test's own first run (2026-12-03, seed 0: probe video 0.263 vs 0.212, kNN video 0.325 vs 0.188,
+audio+video 0.619 vs 0.388) and the sweep's seeds (book/data/async_loss.csv), about half the measured margins.
+
+The other-clip control is recorded, not asserted: at 600 steps it is small (this run: own 0.416, other
+0.414 at evaluation, cross-modal top-1 0.009 against chance 0.006; the trainer's last windows -0.005 to +0.018), i.e.
+the cross-modal terms are still met mostly through an input-independent direction at this budget (book: the demo
+dataset page, and the notes of issue 6)."""
+import json
+
+import pytest
+
+from crisscross.demo import DEMO_SIZES, default_demo_root, generate_demo
+from crisscross.experiment import check_params, run_ablation, run_dir, training_tail
+
+pytestmark = pytest.mark.slow
+
+COUNTS = {"pretrain": DEMO_SIZES["s"], "train": 160, "val": 80, "test": 160}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    "The demo recipe pre-trained on a reduced-probe copy of the demo world, and the seed's random-init baseline."
+    root = tmp_path_factory.mktemp("guard")
+    # the clips go to the demo cache (deterministic, reused by `crisscross demo`, the sweep and later runs of this test)
+    man = generate_demo(default_demo_root(), n_clips=COUNTS, workers=2, progress=False)
+    base = {"out_dir": str(root / "runs"), "eval_esc10": False, "epoch_knn": False, "seed": 0,
+            "overrides": f"data.dataset=csv data.manifest={man}"}
+    quiet = lambda *a: None
+    trained = run_ablation(check_params(**base), log=quiet)
+    baseline = run_ablation(check_params(**base, pretrain=False), log=quiet)
+    return trained, baseline
+
+
+def test_the_recipe_is_the_demo_recipe(runs):
+    trained, _ = runs
+    assert trained["pretrain"]["steps"] == 600, trained["pretrain"]     # 50 epochs x 400 clips // 32
+
+
+def test_pretraining_beats_random_init_for_video_and_audio_video(runs):
+    trained, baseline = runs
+    m, b = trained["metrics"], baseline["metrics"]
+    report = json.dumps({k: (round(m[k], 3), round(b[k], 3)) for k in ("probe_v", "probe_a", "probe_av", "knn_v")})
+    assert m["probe_v"] - b["probe_v"] >= 0.02 and m["knn_v"] - b["knn_v"] >= 0.06, report
+    assert m["probe_av"] - b["probe_av"] >= 0.10, report
+    assert max(b["probe_v"], b["probe_a"]) < 0.7, report          # the baseline is not at the ceiling
+
+
+def test_no_collapse(runs):
+    trained, _ = runs
+    # the trainer's collapse monitor over the last 10% of the logged windows (healthy ~ 1/sqrt(128) = 0.088, collapse -> 0)
+    tail = training_tail(run_dir(check_params(**trained["parameters"])))
+    assert tail["train_std_v"] > 0.02 and tail["train_std_a"] > 0.02, tail
+    # the evaluation's other-clip control is computed for every run (values: see the module docstring)
+    assert {"xm_own", "xm_other", "xm_margin", "xm_r1"} <= set(trained["metrics"]), sorted(trained["metrics"])
