@@ -516,7 +516,7 @@ def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss
         checks.append((f"random init not at the ceiling for {METRIC_LABELS.get(m, m)} (ceiling 0.75 for one modality)",
                        fmt_pct(rnd[m].mean()), bool(rnd[m].max() < 0.7)))
     if all(m in on for m in HEADLINE_METRICS):
-        a, v, av = (on[m].mean() for m in HEADLINE_METRICS)
+        v, a, av = (on[m].mean() for m in HEADLINE_METRICS)   # HEADLINE_METRICS: probe_v, probe_a, probe_av
         checks.append(("the classes need both modalities: a+v above both a and v (pre-trained, mean)",
                        f"a {100 * a:.1f}, v {100 * v:.1f}, a+v {100 * av:.1f}", bool(av > max(a, v))))
     return {"table": table, "summary": pd.DataFrame(rows),

@@ -82,6 +82,9 @@ def test_recipe_check_is_computed_from_the_table(tmp_path):
     checks = dict(zip(r["checks"]["criterion (issue 6)"], r["checks"]["holds"]))
     assert all(checks.values()) and len(checks) >= 9, checks
     assert set(r["table"]["run_id"]) == set(df.loc[df["setting"].isin(["on", "random_init"]), "run_id"])
+    on = df[df["setting"] == "on"]
+    both = r["checks"].loc[r["checks"]["criterion (issue 6)"].str.contains("both modalities"), "measured"].item()
+    assert both == f"a {100 * on['probe_a'].mean():.1f}, v {100 * on['probe_v'].mean():.1f}, a+v {100 * on['probe_av'].mean():.1f}"
     # on no better than random init (a margin of 0.2 - 0.2), a shortcut and a collapse: the verdicts flip
     bad = df.assign(probe_v=np.where(df["setting"] == "on", df["probe_v"] - 0.2, df["probe_v"]), xm_margin=0.0, train_std_v=0.001)
     bad.to_csv(tmp_path / "async_loss.csv", index=False)
