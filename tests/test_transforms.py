@@ -70,6 +70,17 @@ def test_logmel_matches_independent_numpy(sr, n_fft, hop, n_mels):
     np.testing.assert_allclose(ours, ref, atol=2e-3)
 
 
+@pytest.mark.parametrize("sr,n_fft,hop,n_mels", [(16000, 1024, 160, 80), (8000, 256, 80, 40)])
+def test_logmel_equals_torchaudio_melspectrogram(sr, n_fft, hop, n_mels):
+    "The power as X * conj(X) is torchaudio's |X| ** 2 up to float rounding: log-mels within 2e-6 (loud, quiet, silent)."
+    lm = LogMel(sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+    waves = torch.stack([_wave(2, n=2 * sr), 10 * _wave(3, n=2 * sr), 1e-4 * _wave(4, n=2 * sr), torch.zeros(2 * sr)])
+    ref = torch.log(lm.mel(waves) + lm.eps)                                   # torchaudio's MelSpectrogram(power=2)
+    torch.testing.assert_close(lm(waves), ref, atol=2e-6, rtol=0)
+    power = lm.power(waves)
+    torch.testing.assert_close(power, lm.mel.spectrogram(waves), rtol=5e-7, atol=0)
+
+
 def test_logmel_errors():
     with pytest.raises(TypeError, match="float waveform"): LogMel()(torch.zeros(32000, dtype=torch.int16))
     with pytest.raises(ValueError, match="too short"): LogMel()(torch.zeros(300))
