@@ -339,6 +339,26 @@ def test_decoded_cache_bad_files_and_changes(media, tmp_path):
     assert not torch.allclose(before, after)
 
 
+def test_decoded_cache_keeps_recent_clips_mapped(media, tmp_path):
+    "Reads of a clip reuse its mapped arrays (the same windows as a fresh cache), at most `keep_open` clips stay mapped, "
+    "and a pickled cache (a worker's copy) maps its own."
+    import pickle
+    from crisscross.data import DecodedCache
+    d, m = media
+    files = [m[f"good{i}"] for i in range(3)]
+    cache = DecodedCache(tmp_path / "c", keep_open=2)
+    first = [cache.video(f, 0.25, 0.75, 16) for f in files]
+    assert list(cache._mapped) == [str(f) for f in files[1:]]                 # the oldest dropped
+    arrays = cache.arrays(files[2])
+    assert cache.arrays(files[2]) is arrays                                   # a hit: no new mapping
+    again = DecodedCache(tmp_path / "c")                                      # a fresh cache over the same entries
+    for f, v in zip(files, first):
+        assert torch.equal(cache.video(f, 0.25, 0.75, 16), v) and torch.equal(again.video(f, 0.25, 0.75, 16), v)
+        assert torch.equal(cache.audio(f, 0.1, 0.6), again.audio(f, 0.1, 0.6))
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(clone._mapped) == 0 and torch.equal(clone.video(files[0], 0.25, 0.75, 16), first[0])
+
+
 @needs_shared
 @pytest.mark.parametrize("name", ["kinetics_flipping_pancake.mkv", "ucf_style_test.avi"])
 def test_decoded_cache_real_clips(name, tmp_path):
