@@ -304,28 +304,29 @@ def summarise(times: dict, n: int) -> dict:
 
 
 def augment_op_costs(repeats: int = 5, frames: int = 8, size: int = 112, src=(240, 320)) -> dict:
-    """Wall ms per video view of each augmentation operation: ours on a whole (T, 3, S, S) clip tensor
-    (torchvision.transforms.v2.functional, as `crisscross.transforms.VideoAugment` calls them) vs the baseline's
-    per-frame PIL calls x T. The crop starts from `src` (H, W) frames; the rest works at the output size."""
+    """Wall ms per video view of each augmentation operation: ours on a whole (T, 3, S, S) clip tensor, the calls
+    `crisscross.transforms.VideoAugment.apply` makes (torchvision.transforms.v2.functional on a planar float32 clip,
+    `adjust_hue`, `gaussian_blur_separable`, `_finish`) vs the baseline's per-frame PIL calls x T. The crop starts from
+    `src` (H, W) frames; the rest works at the output size."""
     import torch
     import torchvision.transforms.functional as F1
     import torchvision.transforms.v2.functional as TF
     from PIL import Image, ImageFilter
-    from crisscross.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from crisscross.transforms import _finish, _to_float, adjust_hue, gaussian_blur_separable
     g = torch.Generator().manual_seed(0)
-    clip = torch.randint(0, 256, (frames, 3, *src), dtype=torch.uint8, generator=g)
+    clip = torch.randint(0, 256, (frames, *src, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)  # as decoded
     crop = (src[0] // 8, src[1] // 8, src[0] // 2, src[1] // 2)
     small = TF.resized_crop(clip, *crop, size=[size, size], antialias=True)
-    x = TF.to_dtype(small, torch.float32, scale=True)
+    x = _to_float(small)
     ours = {
         "resized crop": lambda: TF.resized_crop(clip, *crop, size=[size, size], antialias=True),
         "flip": lambda: TF.hflip(small),
-        "to float": lambda: TF.to_dtype(small, torch.float32, scale=True),
+        "to float": lambda: _to_float(small),
         "brightness": lambda: TF.adjust_brightness(x, 1.2), "contrast": lambda: TF.adjust_contrast(x, 1.2),
-        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: TF.adjust_hue(x, 0.1),
+        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: adjust_hue(x, 0.1),
         "grayscale": lambda: TF.rgb_to_grayscale(x, num_output_channels=3),
-        "blur": lambda: TF.gaussian_blur(x, [11, 11], [1.0, 1.0]),
-        "normalise": lambda: TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        "blur": lambda: gaussian_blur_separable(x, 11, 1.0),
+        "normalise": lambda: _finish(x),
     }
     pil_src = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in clip]
     pil = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in small]
@@ -526,9 +527,10 @@ def render(rec: dict) -> str:
                      sum(v["baseline"] for v in a["ms_per_view"].values()), None])
         lines += [f"## Video augmentation, operation by operation (wall ms per view of {a['frames']} frames; crop from "
                   f"{a['src'][1]}x{a['src'][0]} to {a['size']}x{a['size']})", "",
-                  "Ours: one call on the whole clip tensor (float after the crop), as `VideoAugment` does; baseline: "
-                  "the PIL call on each frame. Every operation is counted here even though flip, grayscale and blur "
-                  "apply to only some views.", "",
+                  "Ours: one call on the whole clip tensor, as `VideoAugment` makes it (uint8 crop and flip, planar "
+                  "float32 after; hue = `crisscross.transforms.adjust_hue`, blur = `gaussian_blur_separable`, "
+                  "normalise = `_finish`, which also permutes to (3, T, S, S)); baseline: the PIL call on each frame. "
+                  "Every operation is counted here even though flip, grayscale and blur apply to only some views.", "",
                   table(["operation", "ours (clip tensor)", "baseline (PIL x frames)", "ours / baseline"], rows), ""]
     return "\n".join(lines)
 
