@@ -22,8 +22,8 @@ from .transforms import AUDIO_STATS, AudioAugment, AudioEval, VideoAugment, Vide
 
 # %% auto #0
 __all__ = ['BAD_CLIP_POLICIES', 'WINDOW_FIELDS', 'EVAL_POLICIES', 'load_rows', 'resolve_root', 'SkippedClip', 'DecodedCache',
-           'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts', 'AVEvalDataset',
-           'pretrain_manifest', 'dataset_from_config']
+           'keep_freed_memory', 'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts',
+           'AVEvalDataset', 'pretrain_manifest', 'dataset_from_config']
 
 # %% ../nbs/09_data.ipynb #1bcc147a
 def load_rows(manifest, split=None) -> pd.DataFrame:
@@ -146,6 +146,17 @@ class DecodedCache:
         lo, hi = max(off, 0), min(off + n, len(wave))
         if hi > lo: out[lo - off:hi - off] = wave[lo:hi]
         return torch.from_numpy(out)
+
+# %% ../nbs/09_data.ipynb #8c2f4d91
+def keep_freed_memory(trim_threshold: int = 128 << 20, mmap_threshold: int = 32 << 20) -> bool:
+    "Let glibc's malloc keep up to `trim_threshold` bytes of freed memory and serve blocks below `mmap_threshold` from its heap."
+    import ctypes, ctypes.util
+    try: libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError: return False
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None: return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) & bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
 
 # %% ../nbs/09_data.ipynb #1679501c
 WINDOW_FIELDS = ("v1", "v2", "a1", "a2")

@@ -359,6 +359,29 @@ def test_decoded_cache_keeps_recent_clips_mapped(media, tmp_path):
     assert len(clone._mapped) == 0 and torch.equal(clone.video(files[0], 0.25, 0.75, 16), first[0])
 
 
+_FAULTS = """
+import resource, sys, torch
+from crisscross.data import keep_freed_memory
+if sys.argv[1] == "keep": assert keep_freed_memory()
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = [torch.empty(2**18).fill_(1.0) for _ in range(4)]; del x             # 4 MiB in 1 MiB tensors, then freed
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_reuses_instead_of_faulting_in_again():
+    "Freed 1 MiB tensors are reused by the next ones: 3 x 1,024 pages not faulted in again (glibc's defaults fault in "
+    "most of them: 1,792 here)."
+    import subprocess, sys
+    run = lambda mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
+                                          check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()[-1])
+    assert run("keep") < 100 and run("keep") <= run("default")
+
+
 @needs_shared
 @pytest.mark.parametrize("name", ["kinetics_flipping_pancake.mkv", "ucf_style_test.avi"])
 def test_decoded_cache_real_clips(name, tmp_path):
