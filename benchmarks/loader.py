@@ -1,7 +1,10 @@
 """Loader benchmark (issues 3 and 8): decoded and augmented clip-pairs per second per worker.
 
 One worker = this process with one torch thread (the decoders' own FFmpeg threads are not capped, so the CPU time of
-the process, all threads, is recorded beside the wall time: `pairs per CPU-second` is the per-core figure). A clip-pair
+the process, all threads, is recorded beside the wall time: `pairs per CPU-second` is the per-core figure) and the
+malloc setting the trainer gives its DataLoader workers (`crisscross.data.keep_freed_memory`: freed memory kept for
+reuse, not returned to the OS and faulted in again; `--default-malloc` measures without it). Every variant, the
+baseline included, runs in this one process, so under the same setting. A clip-pair
 is one pre-training sample: two video views (8 frames at 16 fps, 112x112) and two audio views (2 s at 16 kHz ->
 1x80x201 log-mel), the `mild` relaxation windows of the default sampler. Variants, timed side by side in one run, in
 rotating order, repeated, medians reported:
@@ -457,7 +460,10 @@ def render(rec: dict) -> str:
              "windows of the default sampler, training augmentations. `pairs/CPU-s` divides by the process's CPU time "
              "(all threads, FFmpeg's included): the per-core figure, and the one least disturbed by other jobs. "
              f"Medians over {s['repeats']} repeats, variants interleaved in rotating order; ratios are taken within each "
-             "repeat, then the median.", "",
+             "repeat, then the median. Malloc: " + ("freed memory kept for reuse (`crisscross.data.keep_freed_memory`, "
+             "as in the trainer's loader workers), for every variant." if s.get("keep_freed_memory") else
+             "glibc's defaults." if "keep_freed_memory" in s else "glibc's defaults (runs before the setting existed)."),
+             "",
              "- `ours/<backend>`: `AVPretrainDataset.__getitem__` (video backend decord or PyAV; audio always PyAV)",
              "- `baseline`: frame-by-frame, released-code style: PyAV decodes every frame of the window to full-size "
              "PIL images, 16 fps by index, per-frame torchvision PIL transforms; audio PyAV -> numpy -> torchaudio",
@@ -540,13 +546,18 @@ def main(argv=None) -> dict:
     p.add_argument("--data-root", default=None, help="demo data root (default: the demo's, ~/.cache/crisscross/demo)")
     p.add_argument("--av-clips", default=None, help="real clips folder (default: <shared data>/av_clips)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc settings alone (default: crisscross.data.keep_freed_memory(), as the "
+                        "trainer's loader workers do)")
     args = p.parse_args(argv)
     set_threads(args.threads)
+    from crisscross.data import keep_freed_memory
+    kept = False if args.default_malloc else keep_freed_memory()
     cfg = dict(SETTINGS[args.mode])
     if args.repeats: cfg["repeats"] = args.repeats
     settings = dict(cfg, threads=args.threads, frame_size=112, n_mels=80, fps=16, sample_rate=16000,
                     sampler="mild/official (default)", decode_size=None, bad_clip_policy="raise", target_ratio=TARGET_RATIO,
-                    cache_decode_size={"demo": None, "real": REAL_CACHE_SIZE})
+                    cache_decode_size={"demo": None, "real": REAL_CACHE_SIZE}, keep_freed_memory=kept)
     rec = new_record(NAME, args.mode, settings)
 
     man = demo_manifest(cfg["n_demo"], args.data_root)
