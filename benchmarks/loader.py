@@ -1,10 +1,7 @@
 """Loader benchmark (issues 3 and 8): decoded and augmented clip-pairs per second per worker.
 
 One worker = this process with one torch thread (the decoders' own FFmpeg threads are not capped, so the CPU time of
-the process, all threads, is recorded beside the wall time: `pairs per CPU-second` is the per-core figure) and the
-malloc setting the trainer gives its DataLoader workers (`crisscross.data.keep_freed_memory`: freed memory kept for
-reuse, not returned to the OS and faulted in again; `--default-malloc` measures without it). Every variant, the
-baseline included, runs in this one process, so under the same setting. A clip-pair
+the process, all threads, is recorded beside the wall time: `pairs per CPU-second` is the per-core figure). A clip-pair
 is one pre-training sample: two video views (8 frames at 16 fps, 112x112) and two audio views (2 s at 16 kHz ->
 1x80x201 log-mel), the `mild` relaxation windows of the default sampler. Variants, timed side by side in one run, in
 rotating order, repeated, medians reported:
@@ -307,29 +304,28 @@ def summarise(times: dict, n: int) -> dict:
 
 
 def augment_op_costs(repeats: int = 5, frames: int = 8, size: int = 112, src=(240, 320)) -> dict:
-    """Wall ms per video view of each augmentation operation: ours on a whole (T, 3, S, S) clip tensor, the calls
-    `crisscross.transforms.VideoAugment.apply` makes (torchvision.transforms.v2.functional on a planar float32 clip,
-    `adjust_hue`, `gaussian_blur_separable`, `_finish`) vs the baseline's per-frame PIL calls x T. The crop starts from
-    `src` (H, W) frames; the rest works at the output size."""
+    """Wall ms per video view of each augmentation operation: ours on a whole (T, 3, S, S) clip tensor
+    (torchvision.transforms.v2.functional, as `crisscross.transforms.VideoAugment` calls them) vs the baseline's
+    per-frame PIL calls x T. The crop starts from `src` (H, W) frames; the rest works at the output size."""
     import torch
     import torchvision.transforms.functional as F1
     import torchvision.transforms.v2.functional as TF
     from PIL import Image, ImageFilter
-    from crisscross.transforms import _finish, _to_float, adjust_hue, gaussian_blur_separable
+    from crisscross.transforms import IMAGENET_MEAN, IMAGENET_STD
     g = torch.Generator().manual_seed(0)
-    clip = torch.randint(0, 256, (frames, *src, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)  # as decoded
+    clip = torch.randint(0, 256, (frames, 3, *src), dtype=torch.uint8, generator=g)
     crop = (src[0] // 8, src[1] // 8, src[0] // 2, src[1] // 2)
     small = TF.resized_crop(clip, *crop, size=[size, size], antialias=True)
-    x = _to_float(small)
+    x = TF.to_dtype(small, torch.float32, scale=True)
     ours = {
         "resized crop": lambda: TF.resized_crop(clip, *crop, size=[size, size], antialias=True),
         "flip": lambda: TF.hflip(small),
-        "to float": lambda: _to_float(small),
+        "to float": lambda: TF.to_dtype(small, torch.float32, scale=True),
         "brightness": lambda: TF.adjust_brightness(x, 1.2), "contrast": lambda: TF.adjust_contrast(x, 1.2),
-        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: adjust_hue(x, 0.1),
+        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: TF.adjust_hue(x, 0.1),
         "grayscale": lambda: TF.rgb_to_grayscale(x, num_output_channels=3),
-        "blur": lambda: gaussian_blur_separable(x, 11, 1.0),
-        "normalise": lambda: _finish(x),
+        "blur": lambda: TF.gaussian_blur(x, [11, 11], [1.0, 1.0]),
+        "normalise": lambda: TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD)),
     }
     pil_src = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in clip]
     pil = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in small]
@@ -460,10 +456,7 @@ def render(rec: dict) -> str:
              "windows of the default sampler, training augmentations. `pairs/CPU-s` divides by the process's CPU time "
              "(all threads, FFmpeg's included): the per-core figure, and the one least disturbed by other jobs. "
              f"Medians over {s['repeats']} repeats, variants interleaved in rotating order; ratios are taken within each "
-             "repeat, then the median. Malloc: " + ("freed memory kept for reuse (`crisscross.data.keep_freed_memory`, "
-             "as in the trainer's loader workers), for every variant." if s.get("keep_freed_memory") else
-             "glibc's defaults." if "keep_freed_memory" in s else "glibc's defaults (runs before the setting existed)."),
-             "",
+             "repeat, then the median.", "",
              "- `ours/<backend>`: `AVPretrainDataset.__getitem__` (video backend decord or PyAV; audio always PyAV)",
              "- `baseline`: frame-by-frame, released-code style: PyAV decodes every frame of the window to full-size "
              "PIL images, 16 fps by index, per-frame torchvision PIL transforms; audio PyAV -> numpy -> torchaudio",
@@ -533,10 +526,9 @@ def render(rec: dict) -> str:
                      sum(v["baseline"] for v in a["ms_per_view"].values()), None])
         lines += [f"## Video augmentation, operation by operation (wall ms per view of {a['frames']} frames; crop from "
                   f"{a['src'][1]}x{a['src'][0]} to {a['size']}x{a['size']})", "",
-                  "Ours: one call on the whole clip tensor, as `VideoAugment` makes it (uint8 crop and flip, planar "
-                  "float32 after; hue = `crisscross.transforms.adjust_hue`, blur = `gaussian_blur_separable`, "
-                  "normalise = `_finish`, which also permutes to (3, T, S, S)); baseline: the PIL call on each frame. "
-                  "Every operation is counted here even though flip, grayscale and blur apply to only some views.", "",
+                  "Ours: one call on the whole clip tensor (float after the crop), as `VideoAugment` does; baseline: "
+                  "the PIL call on each frame. Every operation is counted here even though flip, grayscale and blur "
+                  "apply to only some views.", "",
                   table(["operation", "ours (clip tensor)", "baseline (PIL x frames)", "ours / baseline"], rows), ""]
     return "\n".join(lines)
 
@@ -546,18 +538,13 @@ def main(argv=None) -> dict:
     p.add_argument("--data-root", default=None, help="demo data root (default: the demo's, ~/.cache/crisscross/demo)")
     p.add_argument("--av-clips", default=None, help="real clips folder (default: <shared data>/av_clips)")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc settings alone (default: crisscross.data.keep_freed_memory(), as the "
-                        "trainer's loader workers do)")
     args = p.parse_args(argv)
     set_threads(args.threads)
-    from crisscross.data import keep_freed_memory
-    kept = False if args.default_malloc else keep_freed_memory()
     cfg = dict(SETTINGS[args.mode])
     if args.repeats: cfg["repeats"] = args.repeats
     settings = dict(cfg, threads=args.threads, frame_size=112, n_mels=80, fps=16, sample_rate=16000,
                     sampler="mild/official (default)", decode_size=None, bad_clip_policy="raise", target_ratio=TARGET_RATIO,
-                    cache_decode_size={"demo": None, "real": REAL_CACHE_SIZE}, keep_freed_memory=kept)
+                    cache_decode_size={"demo": None, "real": REAL_CACHE_SIZE})
     rec = new_record(NAME, args.mode, settings)
 
     man = demo_manifest(cfg["n_demo"], args.data_root)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from .transforms import AUDIO_STATS, AudioAugment, AudioEval, VideoAugment, Vide
 
 # %% auto #0
 __all__ = ['BAD_CLIP_POLICIES', 'WINDOW_FIELDS', 'EVAL_POLICIES', 'load_rows', 'resolve_root', 'SkippedClip', 'DecodedCache',
-           'keep_freed_memory', 'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts',
-           'AVEvalDataset', 'pretrain_manifest', 'dataset_from_config']
+           'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts', 'AVEvalDataset',
+           'pretrain_manifest', 'dataset_from_config']
 
 # %% ../nbs/09_data.ipynb #1bcc147a
 def load_rows(manifest, split=None) -> pd.DataFrame:
@@ -78,15 +78,9 @@ _log = logging.getLogger(__name__)
 
 # %% ../nbs/09_data.ipynb #225751bb
 class DecodedCache:
-    """Whole clips decoded once and memory-mapped; `video(path, start, end, fps)` / `audio(path, start, end)` slice windows.
-    The arrays of the last `keep_open` clips read stay mapped in this process (a clip whose size or modification time
-    changed is looked up again)."""
-    def __init__(self, directory, decode_size=None, sample_rate: int = 16000, backend: str = "decord", keep_open: int = 64):
+    "Whole clips decoded once and memory-mapped; `video(path, start, end, fps)` / `audio(path, start, end)` slice windows."
+    def __init__(self, directory, decode_size=None, sample_rate: int = 16000, backend: str = "decord"):
         self.dir, self.decode_size, self.sample_rate, self.backend = Path(directory), decode_size, int(sample_rate), backend
-        self.keep_open, self._mapped = int(keep_open), OrderedDict()
-
-    def __getstate__(self):   # worker processes map their own arrays
-        return {**self.__dict__, "_mapped": OrderedDict()}
 
     def _stem(self, path) -> Path:
         import hashlib
@@ -118,45 +112,19 @@ class DecodedCache:
             os.replace(tmp, f)
         return files
 
-    def arrays(self, path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        "(frames, frame start times, audio) of `path`, built if missing; the frames and audio memory-mapped."
-        try: st = Path(path).stat()
-        except OSError: raise MediaError(Path(path), "missing") from None
-        key, sig = str(path), (st.st_size, st.st_mtime_ns)
-        hit = self._mapped.get(key)
-        if hit is not None and hit[0] == sig:
-            self._mapped.move_to_end(key)
-            return hit[1]
-        fr, starts, au = self.build(path)
-        out = (np.load(fr, mmap_mode="r"), np.load(starts), np.load(au, mmap_mode="r"))
-        self._mapped[key] = (sig, out)
-        self._mapped.move_to_end(key)
-        while len(self._mapped) > self.keep_open: self._mapped.popitem(last=False)
-        return out
-
     def video(self, path, start: float, end: float, fps: float) -> torch.Tensor:
-        frames, starts, _ = self.arrays(path)
+        fr, st, _ = self.build(path)
+        frames, starts = np.load(fr, mmap_mode="r"), np.load(st)
         targets = start + np.arange(int(round((end - start) * fps))) / fps
         return torch.from_numpy(np.ascontiguousarray(frames[select_frames(starts, targets)]))
 
     def audio(self, path, start: float, end: float) -> torch.Tensor:
-        wave = self.arrays(path)[2]
+        wave = np.load(self.build(path)[2], mmap_mode="r")
         n, off = int(round((end - start) * self.sample_rate)), int(round(start * self.sample_rate))
         out = np.zeros(n, np.float32)
         lo, hi = max(off, 0), min(off + n, len(wave))
         if hi > lo: out[lo - off:hi - off] = wave[lo:hi]
         return torch.from_numpy(out)
-
-# %% ../nbs/09_data.ipynb #8c2f4d91
-def keep_freed_memory(trim_threshold: int = 128 << 20, mmap_threshold: int = 32 << 20) -> bool:
-    "Let glibc's malloc keep up to `trim_threshold` bytes of freed memory and serve blocks below `mmap_threshold` from its heap."
-    import ctypes, ctypes.util
-    try: libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError: return False
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None: return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # <malloc.h>
-    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) & bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
 
 # %% ../nbs/09_data.ipynb #1679501c
 WINDOW_FIELDS = ("v1", "v2", "a1", "a2")

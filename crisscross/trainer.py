@@ -24,8 +24,7 @@ from .checkpoint import (checkpoint_path, code_version, export_backbones, latest
                                    save_checkpoint)
 from .config import (RunConfig, config_hash, load_config, resolve_precision, run_dir as config_run_dir, run_id,
                                save_config, to_dict)
-from .data import (AVEvalDataset, DecodedCache, SkipCounter, collate_views, dataset_from_config,
-                             keep_freed_memory, load_rows, pretrain_manifest)
+from .data import AVEvalDataset, DecodedCache, SkipCounter, collate_views, dataset_from_config, load_rows, pretrain_manifest
 from .dist import DistInfo, all_reduce_mean, all_reduce_sum, barrier, cleanup_distributed, init_distributed, wrap_model
 from .losses import crisscross_loss
 from .model import CrissCross
@@ -201,10 +200,6 @@ def set_cpu_threads(num_workers: int, local_world_size: int = 1) -> int:
     torch.set_num_threads(n)
     return n
 
-def _loader_worker_init(worker_id: int):
-    "A DataLoader worker keeps the memory it frees for its next samples (`crisscross.data.keep_freed_memory`)."
-    keep_freed_memory()
-
 def _seed_all(seed: int):
     torch.manual_seed(seed); np.random.seed(seed % 2**32)
 
@@ -368,7 +363,7 @@ class Trainer:
         nw = cfg.data.num_workers
         loader = DataLoader(EpochKeyed(self.dataset), batch_size=self.device_batch, sampler=keys, num_workers=nw,
                             collate_fn=collate_views, drop_last=True, pin_memory=info.device.type == "cuda",
-                            prefetch_factor=4 if nw else None, worker_init_fn=_loader_worker_init if nw else None)
+                            prefetch_factor=4 if nw else None)
         t_start, stopped, window = time.perf_counter(), None, dict(t=time.perf_counter(), wait=0.0, clips=0)
         it = None
         with StopFlag() as flag:

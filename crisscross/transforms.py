@@ -17,7 +17,7 @@ import torchvision.transforms.v2.functional as TF
 # %% auto #0
 __all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams', 'mask_spec',
            'resize_crop_spec', 'AudioEval', 'AudioAugment', 'VideoEval', 'VideoParams', 'sample_resized_crop',
-           'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
+           'gaussian_blur_separable', 'VideoAugment']
 
 # %% ../nbs/06_transforms.ipynb #769f4aaf
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
@@ -55,16 +55,6 @@ class LogMel(torch.nn.Module):
             n_mels=n_mels, window_fn=torch.hann_window, power=2.0, center=True, pad_mode='reflect',
             norm=None, mel_scale='htk')
 
-    def power(self, wave: torch.Tensor) -> torch.Tensor:
-        """Power spectrogram (..., n_fft // 2 + 1, frames) of `self.mel`'s STFT (torchaudio's, complex), |X|^2 taken as
-        X * conj(X) = re^2 + im^2: within 2.4e-7 (relative) of torchaudio's |X| ** 2 (a `hypot`, then a square) and
-        ~8x cheaper."""
-        sp = self.mel.spectrogram
-        z = torchaudio.functional.spectrogram(wave, pad=sp.pad, window=sp.window, n_fft=sp.n_fft, hop_length=sp.hop_length,
-                                              win_length=sp.win_length, power=None, normalized=sp.normalized,
-                                              center=sp.center, pad_mode=sp.pad_mode, onesided=sp.onesided)
-        return (z * z.conj()).real
-
     def n_frames(self, n_samples: int) -> int:
         "Number of frames for a waveform of `n_samples` (center=True)."
         return n_samples // self.hop_length + 1
@@ -76,7 +66,7 @@ class LogMel(torch.nn.Module):
         if wave.ndim == 0 or wave.shape[-1] <= self.n_fft // 2:
             raise ValueError(f"LogMel: waveform of shape {tuple(wave.shape)} is too short: need more than "
                              f"n_fft // 2 = {self.n_fft // 2} samples on the last axis")
-        spec = torch.log(self.mel.mel_scale(self.power(wave.float())) + self.eps)   # = log(self.mel(wave) + eps)
+        spec = torch.log(self.mel(wave.float()) + self.eps)
         return spec.unsqueeze(0) if wave.ndim == 1 else spec
 
 # %% ../nbs/06_transforms.ipynb #19c7633a
@@ -191,8 +181,6 @@ class AudioAugment:
 # %% ../nbs/06_transforms.ipynb #6052f757
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN_CT = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)   # float32, broadcast over a (3, T, H, W) clip
-_STD_CT = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
 def _check_clip(clip, who: str) -> None:
     if not isinstance(clip, torch.Tensor) or clip.dtype != torch.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
@@ -200,17 +188,9 @@ def _check_clip(clip, who: str) -> None:
                 else type(clip).__name__)
         raise ValueError(f"{who}: expected a uint8 clip of shape (T, H, W, 3), got {desc}")
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
-    "(T, 3, H, W) uint8 of any strides -> `TF.to_dtype(x, float32, scale=True)` (x / 255), planar (contiguous)."
-    return TF.to_dtype(x, torch.float32, scale=True).contiguous()
-
 def _finish(x: torch.Tensor) -> torch.Tensor:
-    """(T, 3, S, S) float in [0, 1] -> (3, T, S, S) ImageNet-normalised: `TF.normalize` (the same subtraction and
-    division, in float32) then the permute, written straight into the (3, T, S, S) output in one pass."""
-    T, C, H, W = x.shape
-    out = torch.empty((C, T, H, W), dtype=x.dtype, device=x.device)
-    torch.sub(x.permute(1, 0, 2, 3), _MEAN_CT.to(x), out=out)
-    return out.div_(_STD_CT.to(x))
+    "(T, 3, S, S) float in [0, 1] -> (3, T, S, S) ImageNet-normalised."
+    return TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD)).permute(1, 0, 2, 3).contiguous()
 
 class VideoEval:
     "(T, H, W, 3) uint8 -> (3, T, size, size) float32: resize the short side to `size`, centre crop, normalise."
@@ -222,7 +202,7 @@ class VideoEval:
         x = clip.permute(0, 3, 1, 2)
         x = TF.resize(x, [self.size], antialias=True)
         x = TF.center_crop(x, [self.size, self.size])
-        return _finish(_to_float(x))
+        return _finish(TF.to_dtype(x, torch.float32, scale=True))
 
 # %% ../nbs/06_transforms.ipynb #2bc1d9f7
 @dataclass
@@ -260,74 +240,15 @@ def sample_resized_crop(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4
 
 # %% ../nbs/06_transforms.ipynb #40dd933f
 def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    """`TF.gaussian_blur(x, [k, k], [sigma, sigma])` on float (..., H, W): torchvision's 1-D kernel, reflect padding,
-    as two 1-D depthwise convolutions (every image plane its own channel of one conv call)."""
+    "`TF.gaussian_blur(x, [k, k], [sigma, sigma])` on float (..., H, W) as two 1-D passes (reflect padding)."
     half = (kernel_size - 1) * 0.5
     t = torch.linspace(-half, half, kernel_size, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     shape, p = x.shape, kernel_size // 2
-    y = F.pad(x.reshape(1, -1, shape[-2], shape[-1]), (p, p, p, p), mode="reflect")
-    n = y.shape[1]
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(n, 1, 1, -1).contiguous(), groups=n)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(n, 1, -1, 1).contiguous(), groups=n)
+    y = F.pad(x.reshape(-1, 1, shape[-2], shape[-1]), (p, p, p, p), mode="reflect")
+    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
     return y.reshape(shape)
-
-def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
-    """`TF.adjust_hue(x, hue_factor)` bit for bit on float (..., 3, H, W) images in [0, 1], 3-4x faster: torchvision's
-    computation (RGB -> HSV after Pillow, H shifted modulo 1, HSV -> RGB) with the same float operations in the same
-    order, without its slow steps (`aminmax` over the channel axis, boolean masks, `fmod`/`remainder`, a table index +
-    `gather`) and mostly in place. Every replacement is exact for values in [0, 1]: masks are 0.0/1.0 from `sign` of a
-    non-negative difference; a masked sum keeps the one unmasked term; `fmod`/`remainder` by 1 of a number above -1 is
-    `h - floor(h)`; the sector's choice of V, P, Q or T per channel is a clamp between P and V (P <= Q, T <= V holds
-    in floating point too). Other inputs go to `TF.adjust_hue`."""
-    if not -0.5 <= hue_factor <= 0.5: raise ValueError(f"adjust_hue: hue_factor={hue_factor} must be in [-0.5, 0.5]")
-    if (not x.is_floating_point() or x.ndim < 3 or x.shape[-3] != 3 or x.numel() == 0
-            or not (x.min().item() >= 0.0 and x.max().item() <= 1.0)):
-        return TF.adjust_hue(x, hue_factor)
-    r, g, b = x.unbind(-3)
-    # RGB -> HSV
-    v = torch.maximum(r, g); torch.maximum(v, b, out=v)                      # V = maxc
-    crange = torch.minimum(r, g); torch.minimum(crange, b, out=crange)
-    torch.sub(v, crange, out=crange)                                         # maxc - minc
-    grey = torch.sign(crange).neg_().add_(1.0)                               # 1.0 where maxc == minc, else 0.0
-    s = torch.div(crange, torch.add(v, grey))                                # S = crange / where(grey, 1, maxc)
-    rgbc = torch.sub(v.unsqueeze(-3), x).div_(grey.add_(crange).unsqueeze(-3))   # (maxc - c) / where(grey, 1, crange)
-    rc, gc, bc = rgbc.unbind(-3)
-    not_r, not_g = torch.sub(v, r).sign_(), torch.sub(v, g).sign_()          # maxc != r, maxc != g
-    # H = (hr + hg + hb) / 6 + 1 mod 1, the terms masked as torchvision masks them: maxc == r; == g != r; neither
-    h = torch.sub(bc, gc).mul_(torch.neg(not_r).add_(1.0))
-    h.add_(torch.add(rc, 2.0).sub_(bc).mul_(torch.neg(not_g).add_(1.0)).mul_(not_r))
-    h.add_(torch.add(gc, 4.0).sub_(rc).mul_(not_r).mul_(not_g))
-    h.mul_(1.0 / 6.0).add_(1.0)
-    tmp = torch.floor(h)
-    h.sub_(tmp)                                                              # fmod(h, 1.0): h > 0 here
-    h.add_(hue_factor)
-    h.sub_(torch.floor(h, out=tmp))                                          # remainder(h, 1.0): h > -1 here
-    # HSV -> RGB
-    h.mul_(6)
-    i = torch.floor(h, out=tmp)                                              # sector 0..5, or 6 when h * 6 rounds up
-    f = h.sub_(i)
-    sxf = f.mul_(s)
-    one_minus_s = s.neg_().add_(1.0)
-    q = torch.neg(sxf).add_(1.0).mul_(v).clamp_(0.0, 1.0)
-    t = sxf.add_(one_minus_s).mul_(v).clamp_(0.0, 1.0)
-    p = one_minus_s.mul_(v).clamp_(0.0, 1.0)
-    # torchvision's table: sector 0 (V, T, P), 1 (Q, V, P), 2 (P, V, T), 3 (P, Q, V), 4 (T, P, V), 5 (V, P, Q), 6 as 0.
-    # Each channel is V, P or the sector's middle value (T in even sectors, Q in odd ones), and P <= Q, T <= V <= 1:
-    # channel = max(P, min(mid + L, V)) with L = 1 (-> V), 0 (-> mid) or -1 (-> P)
-    odd = torch.mul(i, 0.5, out=not_r).floor_().mul_(-2.0).add_(i)          # i mod 2
-    mid = t.mul_(torch.neg(odd).add_(1.0)).addcmul_(q, odd)
-    out = torch.empty_like(x)
-    red, green, blue = out.unbind(-3)
-    torch.sub(i, 2.5, out=red).abs_().sub_(1.5).clamp_(-1.0, 1.0)          # L: 1 in sectors 0, 5, 6; 0 in 1, 4; -1 in 2, 3
-    torch.sub(i, 3.5, out=blue).abs_().neg_().add_(1.5).clamp_(-1.0, 1.0)   # 1 in 3, 4; 0 in 2, 5; -1 in 0, 1, 6
-    torch.add(red, blue, out=green).neg_()                                   # 1 in 1, 2; 0 in 0, 3, 6; -1 in 4, 5
-    for c in (red, green, blue):
-        c.add_(mid)
-        torch.minimum(c, v, out=c)
-        torch.maximum(c, p, out=c)
-    return out
 
 # %% ../nbs/06_transforms.ipynb #d935c41d
 class VideoAugment:
@@ -369,15 +290,20 @@ class VideoAugment:
 
     def _colour(self, x: torch.Tensor, params: VideoParams) -> torch.Tensor:
         jitter = [lambda x: TF.adjust_brightness(x, params.brightness), lambda x: TF.adjust_contrast(x, params.contrast),
-                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: adjust_hue(x, params.hue)]
+                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: TF.adjust_hue(x, params.hue)]
         for i in params.jitter_order: x = jitter[i](x)
         return TF.rgb_to_grayscale(x, num_output_channels=3) if params.grayscale else x
 
     def apply(self, clip: torch.Tensor, params: VideoParams) -> torch.Tensor:
         _check_clip(clip, "VideoAugment")
-        x = TF.resized_crop(clip.permute(0, 3, 1, 2), *params.crop, size=[self.size, self.size], antialias=True)
-        if params.flip: x = TF.hflip(x)                                     # (T, 3, S, S) uint8
-        x = self._colour(_to_float(x), params)                              # planar float32 in [0, 1]
+        top, left, h, w = params.crop
+        x = clip.permute(0, 3, 1, 2)[:, :, top:top + h, left:left + w]     # (T, 3, h, w) uint8, the crop
+        S = [self.size, self.size]
+        if h * w < self.size ** 2:   # upscaling: the per-pixel colour ops on the crop's fewer pixels, then resize
+            x = TF.resize(self._colour(TF.to_dtype(x, torch.float32, scale=True), params), S, antialias=True)
+        else:
+            x = self._colour(TF.to_dtype(TF.resize(x, S, antialias=True), torch.float32, scale=True), params)
+        if params.flip: x = TF.hflip(x)
         if params.blur_sigma is not None:
             x = gaussian_blur_separable(x, self.blur_kernel, params.blur_sigma)
         x = _finish(x)                                                       # (3, T, S, S)

@@ -339,49 +339,6 @@ def test_decoded_cache_bad_files_and_changes(media, tmp_path):
     assert not torch.allclose(before, after)
 
 
-def test_decoded_cache_keeps_recent_clips_mapped(media, tmp_path):
-    "Reads of a clip reuse its mapped arrays (the same windows as a fresh cache), at most `keep_open` clips stay mapped, "
-    "and a pickled cache (a worker's copy) maps its own."
-    import pickle
-    from crisscross.data import DecodedCache
-    d, m = media
-    files = [m[f"good{i}"] for i in range(3)]
-    cache = DecodedCache(tmp_path / "c", keep_open=2)
-    first = [cache.video(f, 0.25, 0.75, 16) for f in files]
-    assert list(cache._mapped) == [str(f) for f in files[1:]]                 # the oldest dropped
-    arrays = cache.arrays(files[2])
-    assert cache.arrays(files[2]) is arrays                                   # a hit: no new mapping
-    again = DecodedCache(tmp_path / "c")                                      # a fresh cache over the same entries
-    for f, v in zip(files, first):
-        assert torch.equal(cache.video(f, 0.25, 0.75, 16), v) and torch.equal(again.video(f, 0.25, 0.75, 16), v)
-        assert torch.equal(cache.audio(f, 0.1, 0.6), again.audio(f, 0.1, 0.6))
-    clone = pickle.loads(pickle.dumps(cache))
-    assert len(clone._mapped) == 0 and torch.equal(clone.video(files[0], 0.25, 0.75, 16), first[0])
-
-
-_FAULTS = """
-import resource, sys, torch
-from crisscross.data import keep_freed_memory
-if sys.argv[1] == "keep": assert keep_freed_memory()
-faults = []
-for _ in range(6):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    x = [torch.empty(2**18).fill_(1.0) for _ in range(4)]; del x             # 4 MiB in 1 MiB tensors, then freed
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[2:]))                                                     # after two rounds of warm-up
-"""
-
-
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_memory_reuses_instead_of_faulting_in_again():
-    "Freed 1 MiB tensors are reused by the next ones: 4 x 1,024 pages not faulted in again (with glibc's defaults "
-    "~990 of each 1,024 were, every round, here)."
-    import subprocess, sys
-    run = lambda mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
-                                          check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()[-1])
-    assert run("keep") < 100 and run("keep") <= run("default")
-
-
 @needs_shared
 @pytest.mark.parametrize("name", ["kinetics_flipping_pancake.mkv", "ucf_style_test.avi"])
 def test_decoded_cache_real_clips(name, tmp_path):
