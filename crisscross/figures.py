@@ -28,7 +28,7 @@ from .analysis import (audio_saliency, audio_saliency_figure, curves_frame, retr
                                  umap_figure, video_saliency, video_saliency_figure)
 from .cli import REPO
 from .evaluate import Features, load_backbone, make_classifier, nearest_neighbours
-from .experiment import (BASELINE_IGNORES, DEFAULT_CONFIG, DEFAULT_OUT_DIR, DEFAULT_SEEDS, RESULT_PARAMETERS,
+from .experiment import (BASELINE_IGNORES, _base_from_args, DEFAULT_CONFIG, DEFAULT_OUT_DIR, DEFAULT_SEEDS, RESULT_PARAMETERS,
                                    AblationParams, AblationRun, check_params, demo_eval_inputs, evenly_spaced,
                                    parse_value, resolve_path, split_features)
 
@@ -479,13 +479,7 @@ def figures_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = figures_parser().parse_args(argv)
     try:
-        base = {}
-        for item in args.set or []:
-            if "=" not in item: raise ValueError(f"--set {item!r}: expected name=value, e.g. --set epochs=5")
-            key, value = item.split("=", 1)
-            base[key.strip()] = parse_value(value.strip())
-        if args.out_dir is not None: base["out_dir"] = args.out_dir
-        if args.config is not None: base["config"] = args.config
+        base = _base_from_args(args)      # --set / --out-dir / --config, as crisscross sweep reads them
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         kw = dict(seed=args.seed, seeds=_ints(args.seeds, "--seeds"), figures_dir=args.figures_dir, names=names,
                   overwrite=args.overwrite, clips_per_class=args.clips_per_class, n_queries=args.queries, k=args.k,
