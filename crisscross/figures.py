@@ -30,7 +30,7 @@ from .cli import REPO
 from .evaluate import Features, load_backbone, make_classifier, nearest_neighbours
 from .experiment import (BASELINE_IGNORES, _base_from_args, DEFAULT_CONFIG, DEFAULT_OUT_DIR, DEFAULT_SEEDS, RESULT_PARAMETERS,
                                    AblationParams, AblationRun, check_params, demo_eval_inputs, evenly_spaced,
-                                   parse_value, resolve_path, split_features)
+                                   resolve_path, split_features)
 
 # %% auto #0
 __all__ = ['DEFAULT_FIGURES_DIR', 'FIGURES', 'SETTING_LABELS', 'EPOCH_METRICS', 'FIGURE_DPI', 'MissingRunError', 'shown_path',
