@@ -17,6 +17,7 @@ The other-clip control is recorded, not asserted: at 600 steps it is small (this
 the cross-modal terms are still met mostly through an input-independent direction at this budget (book: the demo
 dataset page, and the notes of issue 6)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ from crisscross.experiment import check_params, run_ablation, run_dir, training_
 pytestmark = pytest.mark.slow
 
 COUNTS = {"pretrain": DEMO_SIZES["s"], "train": 160, "val": 80, "test": 160}
+REPORT = Path(__file__).parent / "artifacts" / "demo_learns.json"   # git-ignored: what this run measured, pass or fail
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,12 @@ def runs(tmp_path_factory):
     quiet = lambda *a: None
     trained = run_ablation(check_params(**base), log=quiet)
     baseline = run_ablation(check_params(**base, pretrain=False), log=quiet)
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    tail = training_tail(run_dir(check_params(**trained["parameters"])))
+    REPORT.write_text(json.dumps({"trained": trained["metrics"], "baseline": baseline["metrics"], "train_tail": tail,
+                                  "git_commit": trained.get("git_commit"), "git_dirty": trained.get("git_dirty"),
+                                  "pretrain": trained["pretrain"]},
+                                 indent=1, default=str))
     return trained, baseline
 
 
