@@ -12,10 +12,12 @@ smaller measured margins. The runs are not bit-reproducible across machines and 
 real regression on its first CI run: a loader speed-up branch whose pre-training learned nothing (kNN video 0.150 vs
 0.181, audio+video 0.362 vs 0.388), which was therefore reverted.
 
-The other-clip control is recorded, not asserted: at 600 steps it is small (this run: own 0.416, other
-0.414 at evaluation, cross-modal top-1 0.009 against chance 0.006; the trainer's last windows -0.005 to +0.018), i.e.
-the cross-modal terms are still met mostly through an input-independent direction at this budget (book: the demo
-dataset page, and the notes of issue 6)."""
+The other-clip control is asserted since the recipe gives the predictors 10x the base learning rate (the published
+ratio; session 5): a video view's prediction must be closer to its own clip's audio than to other clips' at evaluation.
+With the earlier recipe (predictor lr = base lr) it was 0.002 (own 0.416, other 0.414: the cross-modal terms were met
+through an input-independent direction); with the current one, seed 0: 0.109 on the sweep's 400 test videos, 0.076 in
+this test's 160 (a run of the loader branch, same recipe); the threshold is 0.03. Each run writes what it measured to
+tests/artifacts/demo_learns.json."""
 import json
 from pathlib import Path
 
@@ -72,3 +74,10 @@ def test_no_collapse(runs):
     assert tail["train_std_v"] > 0.02 and tail["train_std_a"] > 0.02, tail
     # the evaluation's other-clip control is computed for every run (values: see the module docstring)
     assert {"xm_own", "xm_other", "xm_margin", "xm_r1"} <= set(trained["metrics"]), sorted(trained["metrics"])
+
+
+def test_crossmodal_terms_use_correspondence(runs):
+    "The other-clip control: the cross-modal loss is not met through an input-independent direction."
+    m = runs[0]["metrics"]
+    report = {k: round(m[k], 4) for k in ("xm_own", "xm_other", "xm_margin", "xm_r1")}
+    assert m["xm_own"] > m["xm_other"] and m["xm_margin"] >= 0.03, report
