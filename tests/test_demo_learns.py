@@ -16,7 +16,7 @@ The other-clip control is asserted since the recipe gives the predictors 10x the
 ratio; session 5): a video view's prediction must be closer to its own clip's audio than to other clips' at evaluation.
 With the earlier recipe (predictor lr = base lr) it was 0.002 (own 0.416, other 0.414: the cross-modal terms were met
 through an input-independent direction); with the current one, seed 0: 0.109 on the sweep's 400 test videos, 0.076 in
-this test's 160 (a run of the loader branch, same recipe); the threshold is 0.03. Each run writes what it measured to
+this test's 160 (0.128 on main, 0.076 on the loader branch, same recipe); the threshold is 0.03. Each run writes what it measured to
 tests/artifacts/demo_learns.json."""
 import json
 from pathlib import Path
@@ -63,7 +63,8 @@ def test_pretraining_beats_random_init_for_video_and_audio_video(runs):
     report = json.dumps({k: (round(m[k], 3), round(b[k], 3)) for k in ("probe_v", "probe_a", "probe_av", "knn_v")})
     # video: the kNN margin (0.137 and 0.099 in two runs); the logistic probe on 160 videos is noisier (+0.051, +0.013)
     assert m["knn_v"] - b["knn_v"] >= 0.05 and m["probe_v"] >= b["probe_v"] - 0.02, report
-    assert m["probe_av"] - b["probe_av"] >= 0.10 and m["probe_a"] - b["probe_a"] >= 0.08, report
+    # audio: +0.169 / +0.275 (earlier recipe), +0.094 (current recipe, main), +0.157 (loader branch) on 160 test videos
+    assert m["probe_av"] - b["probe_av"] >= 0.10 and m["probe_a"] - b["probe_a"] >= 0.05, report
     assert max(b["probe_v"], b["probe_a"]) < 0.7, report          # the baseline is not at the ceiling
 
 
