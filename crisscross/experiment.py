@@ -927,13 +927,23 @@ def read_records(out_dir, log: Callable = print) -> list:
 def _matches(params: Mapping, base: AblationParams, ignore) -> bool:
     return all(params.get(k) == getattr(base, k) for k in PARAMETERS if k not in _MATCH_EXCLUDE and k not in ignore)
 
-def table_rows(records: Sequence[Mapping], ablation: str, base: AblationParams) -> tuple:
-    "`(rows, epoch_rows)` of `ablation` from run records, around `base`."
+def _in_ablation(p: Mapping, base: AblationParams, ablation: str, match_steps: bool) -> bool:
+    "Whether the pre-training run of parameters `p` is a run of `ablation` around `base` (as `sweep_plan` makes them)."
+    param = SWEEP_ABLATIONS[ablation][0]
+    if ablation != "data_size" or not match_steps or p.get("dataset_size") == base.dataset_size:
+        return _matches(p, base, {param})
+    # a compute-matched data-size run: the base's other parameters, the epochs that give the base's optimiser steps
+    return (_matches(p, base, {param, "epochs"}) and p.get("dataset_size") in DEMO_SIZES
+            and p.get("epochs") == matched_epochs(base, p["dataset_size"]))
+
+def table_rows(records: Sequence[Mapping], ablation: str, base: AblationParams, match_steps: bool = True) -> tuple:
+    """`(rows, epoch_rows)` of `ablation` from run records, around `base`. With `match_steps` (the sweep's default) the
+    data-size runs at other sizes than the base's are those with `matched_epochs`; without, those with the base's epochs."""
     param, _ = SWEEP_ABLATIONS[ablation]
     rows, epochs = [], []
     for rec in records:
         p = rec["parameters"]
-        if p.get("pretrain") and _matches(p, base, {param}): setting = str(p[param])
+        if p.get("pretrain") and _in_ablation(p, base, ablation, match_steps): setting = str(p[param])
         elif not p.get("pretrain") and _matches(p, base, set(BASELINE_IGNORES)):
             setting = BASELINE
         else: continue
@@ -996,14 +1006,14 @@ def safe_write_table(df: pd.DataFrame, path, key=("run_id",), force: bool = Fals
     return status
 
 def collect(out_dir=DEFAULT_OUT_DIR, data_dir=None, base: Mapping | AblationParams | None = None, force: bool = False,
-            ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), log: Callable = print) -> dict:
-    "Write `<data_dir>/<ablation>.csv` (+ `_epochs.csv`) from the runs under `out_dir`; `{file: status}`."
+            ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), log: Callable = print, match_steps: bool = True) -> dict:
+    "Write `<data_dir>/<ablation>.csv` (+ `_epochs.csv`) from the runs under `out_dir`; `{file: status}` (`match_steps`: `table_rows`)."
     out_dir, data_dir = resolve_path(out_dir), resolve_path(data_dir) if data_dir is not None else REPO / "book" / "data"
     base = base if isinstance(base, AblationParams) else check_params(**{**dict(base or {}), "out_dir": str(out_dir)})
     records = read_records(out_dir, log)
     done = {}
     for a in ablations:
-        rows, epochs = table_rows(records, a, base)
+        rows, epochs = table_rows(records, a, base, match_steps)
         if not rows: log(f"collect {a}: no runs under {out_dir}"); continue
         for df, name, key in ((_ordered(rows, a), f"{a}.csv", ("run_id",)),
                               (_ordered(epochs, a, True) if epochs else None, f"{a}_epochs.csv", ("run_id", "epoch"))):
@@ -1086,7 +1096,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     rows = run_sweep(plan, args.runner, rerun_stale=args.rerun_stale)
     failed = sum(r["status"] in ("failed", "interrupted") for r in rows)
     if not args.no_collect:
-        try: collect(plan[0].params.out_dir, args.data_dir, base, force=args.force_collect, ablations=ablations)
+        try: collect(plan[0].params.out_dir, args.data_dir, base, force=args.force_collect, ablations=ablations,
+                     match_steps=not args.no_match_steps)
         except (FileExistsError, ValueError) as e:
             print(f"crisscross sweep: collect: error: {e}", file=sys.stderr); return 1
     return 1 if failed else 0
@@ -1097,6 +1108,8 @@ def collect_parser() -> argparse.ArgumentParser:
     _common_args(p)
     p.add_argument("--ablations", default=",".join(SWEEP_ABLATIONS), help="comma-separated, of " + ", ".join(SWEEP_ABLATIONS))
     p.add_argument("--force", action="store_true", help="replace tables that would lose or change rows (old ones kept)")
+    p.add_argument("--no-match-steps", action="store_true",
+                   help="the data-size table takes the runs that kept the base's epochs (default: the compute-matched ones, as the sweep runs them)")
     return p
 
 def collect_main(argv: Sequence[str] | None = None) -> int:
@@ -1105,7 +1118,7 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     try:
         base = _base_from_args(args)
         out = collect(base.get("out_dir", DEFAULT_OUT_DIR), args.data_dir, base, force=args.force,
-                      ablations=[a.strip() for a in args.ablations.split(",") if a.strip()])
+                      ablations=[a.strip() for a in args.ablations.split(",") if a.strip()], match_steps=not args.no_match_steps)
     except (FileExistsError, ValueError, KeyError) as e:
         print(f"crisscross collect: error: {e}", file=sys.stderr); return 1
     if not out: print("crisscross collect: no runs found; nothing written", file=sys.stderr); return 1
