@@ -468,7 +468,7 @@ def show_metric_family(prefix: str, what: str, how: str, extra_tables=(), data_d
 
 
 # ---------------------------------------------------------------------------------------------------- issue 6: does the demo learn?
-RECIPE_CONTROLS = ("xm_own", "xm_other", "xm_margin", "xm_r1", "train_sync", "train_async", "train_xm_margin",
+RECIPE_CONTROLS = ("xm_own", "xm_other", "xm_margin", "xm_r1", "xm_sync_gap", "train_sync", "train_async", "train_sync_gap", "train_xm_margin",
                    "train_std_v", "train_std_a")
 
 
@@ -507,10 +507,22 @@ def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss
         if k in on and on[k].notna().any():
             checks.append((f"no collapse: {k} away from 0 (healthy ~ 1/sqrt(dim) = {1 / np.sqrt(128):.3f})",
                            ", ".join(f"{v:.3f}" for v in on[k].dropna()), bool((on[k].dropna() > 0.02).all())))
-    if {"train_sync", "train_async"} <= set(on.columns) and on["train_sync"].notna().any():
+    if {"train_sync_gap", "train_sync_gap_se"} <= set(on.columns) and on["train_sync_gap"].notna().any():
+        g = on[["train_sync_gap", "train_sync_gap_se"]].dropna()
+        checks.append(("synchronous and asynchronous cross-modal terms differ in training (L_async - L_sync of the same "
+                       "batches, last 10% of steps, beyond 2 standard errors, every seed)",
+                       ", ".join(f"{v:+.4f} ± {e:.4f}" for v, e in g.to_numpy()),
+                       bool(len(g) and (g["train_sync_gap"].abs() > 2 * g["train_sync_gap_se"]).all())))
+    elif {"train_sync", "train_async"} <= set(on.columns) and on["train_sync"].notna().any():
         diff = (on["train_async"] - on["train_sync"]).dropna()
         checks.append(("synchronous and asynchronous cross-modal terms differ in training (L_async - L_sync, every seed)",
                        ", ".join(f"{v:+.3f}" for v in diff), bool(len(diff) and (diff.abs() > 0.005).all())))
+    if {"xm_sync_gap", "xm_sync_gap_se"} <= set(on.columns) and on["xm_sync_gap"].notna().any():
+        g = on[["xm_sync_gap", "xm_sync_gap_se"]].dropna()
+        checks.append(("synchronous audio closer than the same video's audio at other times, at evaluation (xm_sync_gap "
+                       "beyond 2 standard errors over test videos, every seed)",
+                       ", ".join(f"{v:+.4f} ± {e:.4f}" for v, e in g.to_numpy()),
+                       bool(len(g) and (g["xm_sync_gap"] > 2 * g["xm_sync_gap_se"]).all())))
     rnd = df[df["setting"] == BASELINE]
     for m in [m for m in ("probe_v", "probe_a") if m in rnd]:
         checks.append((f"random init not at the ceiling for {METRIC_LABELS.get(m, m)} (ceiling 0.75 for one modality)",

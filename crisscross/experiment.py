@@ -43,12 +43,12 @@ __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR',
            'FULL_EVAL_ABLATIONS', 'NOTEBOOK', 'RUNNERS', 'PROVENANCE', 'EXTRA_COLUMNS', 'TRAIN_TAIL_KEYS',
            'AblationParams', 'resolve_path', 'override_list', 'check_params', 'run_name', 'run_dir', 'resolve_config',
            'identity', 'materialize', 'decoded_cache', 'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features',
-           'probe_on_val', 'demo_metrics', 'knn_metrics', 'crossmodal_control', 'ViewsAsClips', 'initial_backbones',
-           'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun',
-           'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs',
-           'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep', 'sweep_summary',
-           'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value', 'sweep_parser',
-           'sweep_main', 'collect_parser', 'collect_main']
+           'probe_on_val', 'demo_metrics', 'knn_metrics', 'crossmodal_control', 'temporal_control', 'ViewsAsClips',
+           'initial_backbones', 'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced',
+           'stale_reason', 'AblationRun', 'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun',
+           'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status',
+           'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect',
+           'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -351,21 +351,26 @@ def knn_metrics(train: Mapping, test: Mapping, knn_k: int = KNN_K) -> dict:
 
 # %% ../nbs/17_experiment.ipynb #b2d1f8e3
 @torch.no_grad()
+def _projections(model: nn.Module, video: torch.Tensor, audio: torch.Tensor, batch_size: int = 64) -> tuple:
+    "`((z_v, p_v), (z_a, p_a))`: L2-normalised projections and predictions of `model` (eval mode) for clips (N, ...)."
+    was = model.training; model.eval()
+    try:
+        out = []
+        for m, x in (("v", video), ("a", audio)):
+            zp = [model.project(x[i:i + batch_size], m) for i in range(0, len(x), batch_size)]
+            out.append(tuple(F.normalize(torch.cat(t).float(), dim=1) for t in zip(*zp)))
+    finally:
+        model.train(was)
+    return tuple(out)
+
+@torch.no_grad()
 def crossmodal_control(model: nn.Module, video: torch.Tensor, audio: torch.Tensor, batch_size: int = 64) -> dict:
     """Own-clip vs other-clip cross-modal agreement of `model` (a `CrissCross`, used through `project`) on synchronous
     pairs `video[i]`, `audio[i]`: `xm_own`, `xm_other`, `xm_margin`, `xm_r1` (cross-modal top-1 of the own clip) and `xm_n`."""
     if len(video) != len(audio):
         raise ValueError(f"crossmodal_control: {len(video)} video clips but {len(audio)} audio clips; expected pairs")
     if len(video) < 2: raise ValueError(f"crossmodal_control: {len(video)} clip(s); expected at least 2 (an own and an other clip)")
-    was = model.training; model.eval()
-    try:
-        out = {}
-        for m, x in (("v", video), ("a", audio)):
-            zp = [model.project(x[i:i + batch_size], m) for i in range(0, len(x), batch_size)]
-            out[m] = tuple(F.normalize(torch.cat(t).float(), dim=1) for t in zip(*zp))   # (z, p)
-    finally:
-        model.train(was)
-    (zv, pv), (za, pa) = out["v"], out["a"]
+    (zv, pv), (za, pa) = _projections(model, video, audio, batch_size)
     n = len(zv)
     sims = [pv @ za.T, pa @ zv.T]                                     # [i, j]: prediction of clip i vs projection of clip j
     own = torch.stack([s.diagonal() for s in sims]).mean()
@@ -373,6 +378,33 @@ def crossmodal_control(model: nn.Module, video: torch.Tensor, audio: torch.Tenso
     other = torch.stack([s[off] for s in sims]).mean()
     r1 = torch.stack([(s.argmax(1) == torch.arange(n)).float().mean() for s in sims]).mean()
     return {"xm_own": float(own), "xm_other": float(other), "xm_margin": float(own - other), "xm_r1": float(r1), "xm_n": n}
+
+@torch.no_grad()
+def temporal_control(model: nn.Module, video: torch.Tensor, audio: torch.Tensor, batch_size: int = 64) -> dict:
+    """Synchronous vs asynchronous cross-modal agreement of `model` within each video, from K >= 2 time-ordered clips per
+    video: `video` (N, K, ...), `audio` (N, K, ...), clip k of both taken at the same time. For each video, `xm_sync` is
+    the mean cosine between a clip's prediction and the other modality's projection of the *same* clip (both directions),
+    `xm_async` the same against the video's clips at *other* times; `xm_sync_gap` is their difference averaged over
+    videos, with its standard error over videos `xm_sync_gap_se`, and `xm_t_r1` how often the synchronous clip is the
+    best match among the video's K clips (chance 1/K). A representation that keeps only what is constant in a video
+    (its class, its sources) has a gap of 0 and `xm_t_r1` at chance; one that also encodes what happens when has a
+    positive gap. Also returns `xm_t_n` (videos) and `xm_t_k` (clips per video)."""
+    if video.shape[:2] != audio.shape[:2]:
+        raise ValueError(f"temporal_control: video clips {tuple(video.shape[:2])} vs audio clips {tuple(audio.shape[:2])} "
+                         "(videos, clips per video); expected the same")
+    n, k = video.shape[:2]
+    if k < 2: raise ValueError(f"temporal_control: {k} clip(s) per video; expected at least 2 (a synchronous and an asynchronous one)")
+    (zv, pv), (za, pa) = _projections(model, video.flatten(0, 1), audio.flatten(0, 1), batch_size)
+    zv, pv, za, pa = (t.reshape(n, k, -1) for t in (zv, pv, za, pa))
+    sims = torch.stack([pv @ za.transpose(1, 2), pa @ zv.transpose(1, 2)])   # (2, N, K, K): [d, i, t, u] clip t vs clip u of video i
+    eye = torch.eye(k, dtype=torch.bool)
+    sync = sims[..., eye].mean(dim=(0, 2))                                   # (N,)
+    async_ = sims[..., ~eye].mean(dim=(0, 2))
+    gap = sync - async_
+    r1 = (sims.argmax(-1) == torch.arange(k)).float().mean()
+    se = float(gap.std() / n ** 0.5) if n > 1 else float("nan")
+    return {"xm_sync": float(sync.mean()), "xm_async": float(async_.mean()), "xm_sync_gap": float(gap.mean()),
+            "xm_sync_gap_se": se, "xm_t_r1": float(r1), "xm_t_n": n, "xm_t_k": k}
 
 
 # %% ../nbs/17_experiment.ipynb #dd35ddf0
@@ -570,7 +602,7 @@ class AblationRun:
         feats = {s: {m: split_features(self.backbones[m], inputs[s], m) for m in ("video", "audio")} for s in inputs}
         self.metrics, self.details = demo_metrics(feats["train"], feats["val"], feats["test"], p.classifier, p.seed)
         xm = self.other_clip_control(inputs["test"])
-        self.details["xm_n"] = xm.pop("xm_n"); self.metrics.update(xm)
+        self.details.update({k: xm.pop(k) for k in ("xm_n", "xm_t_n", "xm_t_k") if k in xm}); self.metrics.update(xm)
         self.timings["eval_seconds"] = round(time.perf_counter() - t0, 1)
         if p.epoch_knn and p.pretrain:
             t1 = time.perf_counter()
@@ -607,9 +639,12 @@ class AblationRun:
         return model.eval()
 
     def other_clip_control(self, test: Mapping) -> dict:
-        "`crossmodal_control` of `full_model` on the first evaluation clip of every test video."
+        """`crossmodal_control` of `full_model` on the first evaluation clip of every test video, and with several clips
+        per video (`eval_clips` > 1) its `temporal_control` over all of them."""
         t0 = time.perf_counter()
-        out = crossmodal_control(self.full_model(), test["video"][:, 0], test["audio"][:, 0])
+        model = self.full_model()
+        out = crossmodal_control(model, test["video"][:, 0], test["audio"][:, 0])
+        if test["video"].shape[1] > 1: out.update(temporal_control(model, test["video"], test["audio"]))
         self.timings["xm_control_seconds"] = round(time.perf_counter() - t0, 1)
         return out
 
@@ -852,15 +887,22 @@ TRAIN_TAIL_KEYS = ("sync", "async", "xm_own", "xm_other", "xm_margin", "std_v", 
 
 def training_tail(run_directory, frac: float = 0.1, keys: Sequence[str] = TRAIN_TAIL_KEYS) -> dict:
     """Means over the last `frac` (at least 3) of the trainer's logged windows in `<run>/metrics.jsonl`: the synchronous
-    and asynchronous loss terms, the other-clip control and the collapse monitor, as `train_<key>` columns ({} when the
+    and asynchronous loss terms, the other-clip control and the collapse monitor, as `train_<key>` columns, plus
+    `train_sync_gap` (async - sync loss term per logged window: how much more the synchronous pairs agree than the
+    asynchronous ones of the same batches) with its standard error over the windows `train_sync_gap_se` ({} when the
     run has no training log, e.g. the random-init baseline)."""
     path = Path(run_directory) / "metrics.jsonl"
     if not path.exists(): return {}
     rows = [r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip()) if "xm_margin" in r]
     if not rows: return {}
     tail = rows[-max(3, int(round(len(rows) * frac))):]
-    return {f"train_{k}": round(float(np.nanmean([r.get(k, np.nan) for r in tail])), 5) for k in keys
-            if any(k in r for r in tail)}
+    out = {f"train_{k}": round(float(np.nanmean([r.get(k, np.nan) for r in tail])), 5) for k in keys
+           if any(k in r for r in tail)}
+    gap = np.array([r["async"] - r["sync"] for r in tail if r.get("sync") is not None and r.get("async") is not None], float)
+    gap = gap[np.isfinite(gap)]
+    if len(gap) > 1:   # cosine(sync) - cosine(async) of the same batches (the terms are negative cosines), its standard error
+        out.update(train_sync_gap=round(float(gap.mean()), 5), train_sync_gap_se=round(float(gap.std(ddof=1) / len(gap) ** 0.5), 5))
+    return out
 _MATCH_EXCLUDE = ("seed", "out_dir", "num_workers", "cache_dir", "overwrite", "pretrain") + EVAL_EXTRAS
 
 def read_records(out_dir, log: Callable = print) -> list:
@@ -885,13 +927,23 @@ def read_records(out_dir, log: Callable = print) -> list:
 def _matches(params: Mapping, base: AblationParams, ignore) -> bool:
     return all(params.get(k) == getattr(base, k) for k in PARAMETERS if k not in _MATCH_EXCLUDE and k not in ignore)
 
-def table_rows(records: Sequence[Mapping], ablation: str, base: AblationParams) -> tuple:
-    "`(rows, epoch_rows)` of `ablation` from run records, around `base`."
+def _in_ablation(p: Mapping, base: AblationParams, ablation: str, match_steps: bool) -> bool:
+    "Whether the pre-training run of parameters `p` is a run of `ablation` around `base` (as `sweep_plan` makes them)."
+    param = SWEEP_ABLATIONS[ablation][0]
+    if ablation != "data_size" or not match_steps or p.get("dataset_size") == base.dataset_size:
+        return _matches(p, base, {param})
+    # a compute-matched data-size run: the base's other parameters, the epochs that give the base's optimiser steps
+    return (_matches(p, base, {param, "epochs"}) and p.get("dataset_size") in DEMO_SIZES
+            and p.get("epochs") == matched_epochs(base, p["dataset_size"]))
+
+def table_rows(records: Sequence[Mapping], ablation: str, base: AblationParams, match_steps: bool = True) -> tuple:
+    """`(rows, epoch_rows)` of `ablation` from run records, around `base`. With `match_steps` (the sweep's default) the
+    data-size runs at other sizes than the base's are those with `matched_epochs`; without, those with the base's epochs."""
     param, _ = SWEEP_ABLATIONS[ablation]
     rows, epochs = [], []
     for rec in records:
         p = rec["parameters"]
-        if p.get("pretrain") and _matches(p, base, {param}): setting = str(p[param])
+        if p.get("pretrain") and _in_ablation(p, base, ablation, match_steps): setting = str(p[param])
         elif not p.get("pretrain") and _matches(p, base, set(BASELINE_IGNORES)):
             setting = BASELINE
         else: continue
@@ -954,14 +1006,14 @@ def safe_write_table(df: pd.DataFrame, path, key=("run_id",), force: bool = Fals
     return status
 
 def collect(out_dir=DEFAULT_OUT_DIR, data_dir=None, base: Mapping | AblationParams | None = None, force: bool = False,
-            ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), log: Callable = print) -> dict:
-    "Write `<data_dir>/<ablation>.csv` (+ `_epochs.csv`) from the runs under `out_dir`; `{file: status}`."
+            ablations: Sequence[str] = tuple(SWEEP_ABLATIONS), log: Callable = print, match_steps: bool = True) -> dict:
+    "Write `<data_dir>/<ablation>.csv` (+ `_epochs.csv`) from the runs under `out_dir`; `{file: status}` (`match_steps`: `table_rows`)."
     out_dir, data_dir = resolve_path(out_dir), resolve_path(data_dir) if data_dir is not None else REPO / "book" / "data"
     base = base if isinstance(base, AblationParams) else check_params(**{**dict(base or {}), "out_dir": str(out_dir)})
     records = read_records(out_dir, log)
     done = {}
     for a in ablations:
-        rows, epochs = table_rows(records, a, base)
+        rows, epochs = table_rows(records, a, base, match_steps)
         if not rows: log(f"collect {a}: no runs under {out_dir}"); continue
         for df, name, key in ((_ordered(rows, a), f"{a}.csv", ("run_id",)),
                               (_ordered(epochs, a, True) if epochs else None, f"{a}_epochs.csv", ("run_id", "epoch"))):
@@ -1044,7 +1096,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     rows = run_sweep(plan, args.runner, rerun_stale=args.rerun_stale)
     failed = sum(r["status"] in ("failed", "interrupted") for r in rows)
     if not args.no_collect:
-        try: collect(plan[0].params.out_dir, args.data_dir, base, force=args.force_collect, ablations=ablations)
+        try: collect(plan[0].params.out_dir, args.data_dir, base, force=args.force_collect, ablations=ablations,
+                     match_steps=not args.no_match_steps)
         except (FileExistsError, ValueError) as e:
             print(f"crisscross sweep: collect: error: {e}", file=sys.stderr); return 1
     return 1 if failed else 0
@@ -1055,6 +1108,8 @@ def collect_parser() -> argparse.ArgumentParser:
     _common_args(p)
     p.add_argument("--ablations", default=",".join(SWEEP_ABLATIONS), help="comma-separated, of " + ", ".join(SWEEP_ABLATIONS))
     p.add_argument("--force", action="store_true", help="replace tables that would lose or change rows (old ones kept)")
+    p.add_argument("--no-match-steps", action="store_true",
+                   help="the data-size table takes the runs that kept the base's epochs (default: the compute-matched ones, as the sweep runs them)")
     return p
 
 def collect_main(argv: Sequence[str] | None = None) -> int:
@@ -1063,7 +1118,7 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     try:
         base = _base_from_args(args)
         out = collect(base.get("out_dir", DEFAULT_OUT_DIR), args.data_dir, base, force=args.force,
-                      ablations=[a.strip() for a in args.ablations.split(",") if a.strip()])
+                      ablations=[a.strip() for a in args.ablations.split(",") if a.strip()], match_steps=not args.no_match_steps)
     except (FileExistsError, ValueError, KeyError) as e:
         print(f"crisscross collect: error: {e}", file=sys.stderr); return 1
     if not out: print("crisscross collect: no runs found; nothing written", file=sys.stderr); return 1

@@ -93,6 +93,17 @@ def test_recipe_check_is_computed_from_the_table(tmp_path):
         "linear probe, video: margin over random init larger than the seed spread (>= 3 seeds each)",
         "other-clip control at evaluation: own clip closer than other clips (xm_margin > 0, every seed)",
         f"no collapse: train_std_v away from 0 (healthy ~ 1/sqrt(dim) = {1 / np.sqrt(128):.3f})"]
+    # the sync-async gaps with their standard errors replace the plain difference of the loss terms when present
+    gaps = df.assign(train_sync_gap=0.01, train_sync_gap_se=0.002, xm_sync_gap=0.02, xm_sync_gap_se=0.005)
+    gaps.to_csv(tmp_path / "async_loss.csv", index=False)
+    c = bd.recipe_check(tmp_path)["checks"]
+    gap_rows = c[c["criterion (issue 6)"].str.contains("2 standard errors")]
+    assert len(gap_rows) == 2 and gap_rows["holds"].all(), gap_rows
+    assert not c["criterion (issue 6)"].str.contains(r"L_async - L_sync, every seed\)").any()
+    assert gap_rows["measured"].iloc[0] == ", ".join(["+0.0100 ± 0.0020"] * 3)
+    gaps.assign(train_sync_gap=np.where(gaps["seed"] == 1, 0.003, 0.01), xm_sync_gap=-0.02).to_csv(tmp_path / "async_loss.csv", index=False)
+    c = bd.recipe_check(tmp_path)["checks"]
+    assert not c.loc[c["criterion (issue 6)"].str.contains("2 standard errors"), "holds"].any()   # seed 1 within 2 SE; gap < 0
     df[df["seed"] < 2].to_csv(tmp_path / "async_loss.csv", index=False)      # 2 seeds are not enough
     assert not bd.recipe_check(tmp_path)["summary"]["margin > spread"].any()
     assert bd.recipe_check(tmp_path / "nowhere") is None
