@@ -305,13 +305,14 @@ def summarise(times: dict, n: int) -> dict:
 
 def augment_op_costs(repeats: int = 5, frames: int = 8, size: int = 112, src=(240, 320)) -> dict:
     """Wall ms per video view of each augmentation operation: ours on a whole (T, 3, S, S) clip tensor
-    (torchvision.transforms.v2.functional, as `crisscross.transforms.VideoAugment` calls them) vs the baseline's
-    per-frame PIL calls x T. The crop starts from `src` (H, W) frames; the rest works at the output size."""
+    (torchvision.transforms.v2.functional, as `crisscross.transforms.VideoAugment` calls them; the hue shift is
+    `crisscross.transforms.adjust_hue`) vs the baseline's per-frame PIL calls x T. The crop starts from `src` (H, W)
+    frames; the rest works at the output size."""
     import torch
     import torchvision.transforms.functional as F1
     import torchvision.transforms.v2.functional as TF
     from PIL import Image, ImageFilter
-    from crisscross.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from crisscross.transforms import IMAGENET_MEAN, IMAGENET_STD, adjust_hue, gaussian_blur_separable
     g = torch.Generator().manual_seed(0)
     clip = torch.randint(0, 256, (frames, 3, *src), dtype=torch.uint8, generator=g)
     crop = (src[0] // 8, src[1] // 8, src[0] // 2, src[1] // 2)
@@ -322,9 +323,9 @@ def augment_op_costs(repeats: int = 5, frames: int = 8, size: int = 112, src=(24
         "flip": lambda: TF.hflip(small),
         "to float": lambda: TF.to_dtype(small, torch.float32, scale=True),
         "brightness": lambda: TF.adjust_brightness(x, 1.2), "contrast": lambda: TF.adjust_contrast(x, 1.2),
-        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: TF.adjust_hue(x, 0.1),
+        "saturation": lambda: TF.adjust_saturation(x, 1.2), "hue": lambda: adjust_hue(x, 0.1),
         "grayscale": lambda: TF.rgb_to_grayscale(x, num_output_channels=3),
-        "blur": lambda: TF.gaussian_blur(x, [11, 11], [1.0, 1.0]),
+        "blur": lambda: gaussian_blur_separable(x, 11, 1.0),   # what VideoAugment uses
         "normalise": lambda: TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD)),
     }
     pil_src = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in clip]

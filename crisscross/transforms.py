@@ -17,7 +17,7 @@ import torchvision.transforms.v2.functional as TF
 # %% auto #0
 __all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams', 'mask_spec',
            'resize_crop_spec', 'AudioEval', 'AudioAugment', 'VideoEval', 'VideoParams', 'sample_resized_crop',
-           'gaussian_blur_separable', 'VideoAugment']
+           'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
 
 # %% ../nbs/06_transforms.ipynb #769f4aaf
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
@@ -250,6 +250,28 @@ def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> 
     y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
     return y.reshape(shape)
 
+# %% ../nbs/06_transforms.ipynb #a7d04e6b
+def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
+    "`TF.adjust_hue(x, hue_factor)` on RGB (..., 3, H, W) in [0, 1], computed without the HSV round trip (see above)."
+    if not isinstance(x, torch.Tensor): raise TypeError(f"adjust_hue: x must be a tensor, got {type(x).__name__}")
+    if x.ndim < 3 or x.shape[-3] != 3:
+        raise ValueError(f"adjust_hue: x must be RGB of shape (..., 3, H, W), got shape {tuple(x.shape)}")
+    if not -0.5 <= hue_factor <= 0.5: raise ValueError(f"adjust_hue: hue_factor={hue_factor!r} must be in [-0.5, 0.5]")
+    if hue_factor == 0: return x                          # the identity (x itself, not a copy)
+    if x.dtype not in (torch.float32, torch.float64):     # as torchvision: in float32, then back to the input's dtype
+        return TF.to_dtype(adjust_hue(TF.to_dtype(x, torch.float32, scale=True), hue_factor), x.dtype, scale=True)
+    r, g, b = x.unbind(-3)
+    lo = x.amin(-3, keepdim=True)
+    d = x.amax(-3, keepdim=True) - lo                     # chroma
+    side = (g - b, b - r, r - g)                          # > 0: the hue is on primary c's side towards the next
+    out = x - lo                                          # x_c - m
+    torch.add(out.sum(-3, keepdim=True).add_(d), out, alpha=-2, out=out)   # (M - x_c) + sum_{o != c} (x_o - m)
+    for c in range(3): out.select(-3, c).copysign_(side[c])               # d * (old hue - primary c)
+    out.add_(d, alpha=6 * float(hue_factor))                               # y_c = d * (new hue - primary c)
+    out.abs_().sub_(d, alpha=3).abs_()                                     # d * (3 - circular distance)
+    torch.clamp(out, min=d, max=2 * d, out=out)
+    return out.add_(lo - d)                                                # m + d * clamp(2 - distance, 0, 1)
+
 # %% ../nbs/06_transforms.ipynb #d935c41d
 class VideoAugment:
     "(T, H, W, 3) uint8 -> (3, T, size, size) float32: the SPEC training augmentation, one parameter set per call."
@@ -290,7 +312,7 @@ class VideoAugment:
 
     def _colour(self, x: torch.Tensor, params: VideoParams) -> torch.Tensor:
         jitter = [lambda x: TF.adjust_brightness(x, params.brightness), lambda x: TF.adjust_contrast(x, params.contrast),
-                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: TF.adjust_hue(x, params.hue)]
+                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: adjust_hue(x, params.hue)]
         for i in params.jitter_order: x = jitter[i](x)
         return TF.rgb_to_grayscale(x, num_output_channels=3) if params.grayscale else x
 
