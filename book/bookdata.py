@@ -535,6 +535,27 @@ def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss
             "checks": pd.DataFrame(checks, columns=["criterion (issue 6)", "measured", "holds"])}
 
 
+def temporal_table(data_dir=None, ablation: str = "relaxation") -> pd.DataFrame | None:
+    """Per run of `<ablation>.csv`: does the model use *when*? The evaluation's synchronous vs asynchronous agreement
+    within each test video (`xm_sync`, `xm_async`, `xm_sync_gap` ± its standard error over test videos, `xm_t_r1` against
+    its chance 1/K), the trainer's `train_sync_gap` ± its standard error over the last 10% of logged batches, and the
+    other-clip margin for comparison. None when the table or its temporal columns are not there."""
+    df = read_results(ablation, data_dir)
+    if df is None or "xm_sync_gap" not in df.columns or df["xm_sync_gap"].isna().all(): return None
+    d = df[df["xm_sync_gap"].notna()]
+    pm = lambda v, e: f"{v:+.4f} ± {e:.4f}" if np.isfinite(v) and np.isfinite(e) else "–"
+    rows = [{"setting": r["setting"], "seed": int(r["seed"]), "run_id": r["run_id"],
+             "probe, video (%)": round(100 * r["probe_v"], 1) if "probe_v" in r else np.nan,
+             "other-clip margin": round(r["xm_margin"], 3) if "xm_margin" in r else np.nan,
+             "xm_sync": round(r["xm_sync"], 4), "xm_async": round(r["xm_async"], 4),
+             "xm_sync_gap ± se": pm(r["xm_sync_gap"], r.get("xm_sync_gap_se", np.nan)),
+             "gap / se": round(r["xm_sync_gap"] / r["xm_sync_gap_se"], 1) if r.get("xm_sync_gap_se", 0) > 0 else np.nan,
+             "xm_t_r1": round(r["xm_t_r1"], 3),
+             "train_sync_gap ± se": pm(r.get("train_sync_gap", np.nan), r.get("train_sync_gap_se", np.nan))}
+            for _, r in d.iterrows()]
+    return pd.DataFrame(rows)
+
+
 def show_recipe_check(data_dir=None):
     "Display `recipe_check` (or a 'not yet run' note)."
     r = recipe_check(data_dir)

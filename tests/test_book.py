@@ -73,6 +73,22 @@ def test_reading_says_which_settings_clear_the_baseline():
     assert "every seed above every baseline seed: no setting; every seed below: no setting" in bd.reading_md(flat, bd.ABLATIONS["relaxation"], ["probe_v"])
 
 
+def test_temporal_table_reads_the_gaps(tmp_path):
+    "The demo page's 'does the model use when?' table: one row per run with temporal columns, values from the table."
+    df = _runs(settings=("none", "extreme"), ablation="relaxation", base=0.3, step=0.1)
+    df.to_csv(tmp_path / "relaxation.csv", index=False)
+    assert bd.temporal_table(tmp_path) is None                        # no temporal columns yet
+    df = df.assign(xm_margin=0.1, xm_sync=0.30, xm_async=0.28, xm_sync_gap=0.02, xm_sync_gap_se=0.004, xm_t_r1=0.4,
+                   train_sync_gap=-0.001, train_sync_gap_se=0.002)
+    df.loc[df["setting"] == "random_init", ["xm_sync", "xm_async", "xm_sync_gap", "xm_sync_gap_se", "xm_t_r1"]] = np.nan
+    df.to_csv(tmp_path / "relaxation.csv", index=False)
+    t = bd.temporal_table(tmp_path)
+    assert sorted(set(t["setting"])) == ["extreme", "none"] and len(t) == len(df[df["setting"] != "random_init"])
+    assert (t["xm_sync_gap ± se"] == "+0.0200 ± 0.0040").all() and (t["gap / se"] == 5.0).all()
+    assert (t["train_sync_gap ± se"] == "-0.0010 ± 0.0020").all()
+    assert set(t["run_id"]) == set(df.loc[df["setting"] != "random_init", "run_id"])
+
+
 def test_recipe_check_is_computed_from_the_table(tmp_path):
     "Issue 6's criteria on the demo page: each verdict follows the numbers of async_loss.csv."
     df = _runs(settings=("off", "on"), ablation="async_loss", base=0.3, step=0.1)
