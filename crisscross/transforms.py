@@ -241,14 +241,32 @@ def sample_resized_crop(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4
 # %% ../nbs/06_transforms.ipynb #40dd933f
 def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     "`TF.gaussian_blur(x, [k, k], [sigma, sigma])` on float (..., H, W) as two 1-D passes (reflect padding)."
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, kernel_size, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    shape, p = x.shape, kernel_size // 2
-    y = F.pad(x.reshape(-1, 1, shape[-2], shape[-1]), (p, p, p, p), mode="reflect")
-    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    return y.reshape(shape)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise TypeError(f"gaussian_blur_separable: expected a float tensor (..., H, W), got "
+                        f"{f'{x.dtype} of shape {tuple(x.shape)}' if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not (isinstance(kernel_size, int) and kernel_size > 0 and kernel_size % 2 == 1):
+        raise ValueError(f"gaussian_blur_separable: kernel_size={kernel_size!r} must be a positive odd int")
+    if not sigma > 0: raise ValueError(f"gaussian_blur_separable: sigma={sigma!r} must be > 0")
+    H, W = x.shape[-2:]
+    p = kernel_size // 2
+    if x.numel() == 0: return x.clone()
+    if p >= min(H, W):   # reflect padding needs pad < side; torchvision fails here too (a RuntimeError from F.pad)
+        raise ValueError(f"gaussian_blur_separable: kernel_size={kernel_size} is too large for an image of "
+                         f"H x W = {H} x {W}: reflect padding needs kernel_size // 2 = {p} < min(H, W)")
+    w = [math.exp(-0.5 * ((i - p) / sigma) ** 2) for i in range(kernel_size)]   # symmetric: w[p - i] == w[p + i]
+    total = sum(w)
+    w = [v / total for v in w]
+    y = F.pad(x.reshape(-1, 1, H, W), (p, p, p, p), mode="reflect").squeeze(1)   # (N, H + 2p, W + 2p)
+    tmp = torch.empty(y.shape[0] * (H + 2 * p) * W, dtype=x.dtype, device=x.device)  # pair sums of both passes
+    def blur_1d(src: torch.Tensor, dim: int) -> torch.Tensor:
+        "sum_j w[j] * src.narrow(dim, j, n): the 1-D blur along `dim` of `src`, padded by p on that axis."
+        n = src.shape[dim] - 2 * p
+        out = torch.mul(src.narrow(dim, p, n), w[p])
+        pair = tmp[:out.numel()].view(out.shape)
+        for i in range(1, p + 1):   # the mirrored taps: add the two slices, then one multiply-add
+            out.add_(torch.add(src.narrow(dim, p - i, n), src.narrow(dim, p + i, n), out=pair), alpha=w[p + i])
+        return out
+    return blur_1d(blur_1d(y, 2), 1).reshape(x.shape)
 
 # %% ../nbs/06_transforms.ipynb #a7d04e6b
 def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
