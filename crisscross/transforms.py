@@ -15,9 +15,9 @@ import torchaudio
 import torchvision.transforms.v2.functional as TF
 
 # %% auto #0
-__all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams', 'mask_spec',
-           'resize_crop_spec', 'AudioEval', 'AudioAugment', 'VideoEval', 'VideoParams', 'sample_resized_crop',
-           'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
+__all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'HUE_IMPLS', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams',
+           'mask_spec', 'resize_crop_spec', 'AudioEval', 'AudioAugment', 'VideoEval', 'VideoParams',
+           'sample_resized_crop', 'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
 
 # %% ../nbs/06_transforms.ipynb #769f4aaf
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
@@ -291,12 +291,18 @@ def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
     return out.add_(lo - d)                                                # m + d * clamp(2 - distance, 0, 1)
 
 # %% ../nbs/06_transforms.ipynb #d935c41d
+# the hue jitter: torchvision's (default: the committed results were made with it) or `adjust_hue` (same up to 1.4e-6, ~8x faster)
+HUE_IMPLS = {"torchvision": TF.adjust_hue, "rgb": adjust_hue}
+
 class VideoAugment:
     "(T, H, W, 3) uint8 -> (3, T, size, size) float32: the SPEC training augmentation, one parameter set per call."
     def __init__(self, size: int = 112, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5,
                  brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.2,
                  grayscale_p: float = 0.2, blur_p: float = 0.5, blur_kernel: int = 11, blur_sigma=(0.1, 2.0),
-                 max_cutout: int | None = None):
+                 max_cutout: int | None = None, hue_impl: str = "torchvision"):
+        if hue_impl not in HUE_IMPLS:
+            raise ValueError(f"VideoAugment: hue_impl={hue_impl!r}; expected one of {', '.join(HUE_IMPLS)}")
+        self.hue_impl = hue_impl
         if not (isinstance(size, int) and size > 0): raise ValueError(f"VideoAugment: size={size!r} must be a positive int")
         if not (isinstance(blur_kernel, int) and blur_kernel > 0 and blur_kernel % 2 == 1):
             raise ValueError(f"VideoAugment: blur_kernel={blur_kernel!r} must be a positive odd int")
@@ -330,7 +336,7 @@ class VideoAugment:
 
     def _colour(self, x: torch.Tensor, params: VideoParams) -> torch.Tensor:
         jitter = [lambda x: TF.adjust_brightness(x, params.brightness), lambda x: TF.adjust_contrast(x, params.contrast),
-                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: adjust_hue(x, params.hue)]
+                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: HUE_IMPLS[self.hue_impl](x, params.hue)]
         for i in params.jitter_order: x = jitter[i](x)
         return TF.rgb_to_grayscale(x, num_output_channels=3) if params.grayscale else x
 

@@ -50,7 +50,10 @@ def test_loader_tiny(dirs):
     assert demo_r["shapes"] == {"v1": [3, 8, 112, 112], "v2": [3, 8, 112, 112], "a1": [1, 80, 201], "a2": [1, 80, 201]}
     assert {"ours_decord_vs_baseline_cpu", "ours_pyav_vs_baseline_cpu", "ours_cache_vs_baseline_cpu"} <= set(demo_r["ratios"])
     assert demo_r["cache"]["clips"] == 2 and demo_r["cache"]["mib_per_clip"] > 0
-    assert rec["results"]["augment_ops"]["ms_per_view"]["hue"]["ours"] > 0
+    ops = rec["results"]["augment_ops"]
+    assert ops["ms_per_view"]["hue"]["ours"] > 0 and ops["opt_in_ms_per_view"]["hue (hue_impl=rgb, opt-in)"]["ours"] > 0
+    assert "hue (hue_impl=rgb, opt-in)" not in ops["ms_per_view"]          # reported beside the sum, not in it
+    assert "hue (hue_impl=rgb, opt-in) (not in the sum)" in (out / "loader.md").read_text()
     real = rec["results"]["real"]
     assert "skipped" in real or ("variants" in real and len(real["clips"]) == 1)
 

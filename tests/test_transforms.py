@@ -329,16 +329,17 @@ def test_colour_before_upscale_matches_resize_then_colour():
 
 
 @pytest.mark.parametrize("size,H,W", [(112, 128, 171), (48, 72, 96)])
-def test_video_augment_hue_equals_torchvision(monkeypatch, size, H, W):
-    "`VideoAugment` with `adjust_hue` gives the views it gave with `TF.adjust_hue` (float rounding, normalised units)."
+def test_video_augment_hue_equals_torchvision(size, H, W):
+    "`VideoAugment(hue_impl='rgb')` gives the views of the default `TF.adjust_hue` (float rounding, normalised units)."
     import torchvision.transforms.v2.functional as TF
-    from crisscross import transforms
-    aug, clip = VideoAugment(size=size), _clip(H=H, W=W, offset=5)
+    from crisscross.transforms import adjust_hue
+    aug, fast, clip = VideoAugment(size=size), VideoAugment(size=size, hue_impl="rgb"), _clip(H=H, W=W, offset=5)
     ps = [aug.sample_params(H, W, _gen(s)) for s in range(12)]
-    ours, adjust_hue = [aug.apply(clip, p) for p in ps], transforms.adjust_hue
-    monkeypatch.setattr(transforms, "adjust_hue", TF.adjust_hue)
-    for p, o in zip(ps, ours):
-        torch.testing.assert_close(o, aug.apply(clip, p), atol=1e-4, rtol=0)
+    assert any(p.hue != 0 for p in ps)
+    for p in ps:
+        torch.testing.assert_close(fast.apply(clip, p), aug.apply(clip, p), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="hue_impl='hsv'; expected one of torchvision, rgb"):
+        VideoAugment(hue_impl="hsv")
     # and the function alone on random RGB, both signs and the ends of the range
     x = torch.rand(2, 8, 3, 20, 20, generator=_gen(0))
     for h in (-0.5, -0.2, 0.03, 0.2, 0.5):
