@@ -51,9 +51,11 @@ def test_loader_tiny(dirs):
     assert {"ours_decord_vs_baseline_cpu", "ours_pyav_vs_baseline_cpu", "ours_cache_vs_baseline_cpu"} <= set(demo_r["ratios"])
     assert demo_r["cache"]["clips"] == 2 and demo_r["cache"]["mib_per_clip"] > 0
     ops = rec["results"]["augment_ops"]
-    assert ops["ms_per_view"]["hue"]["ours"] > 0 and ops["opt_in_ms_per_view"]["hue (hue_impl=rgb, opt-in)"]["ours"] > 0
-    assert "hue (hue_impl=rgb, opt-in)" not in ops["ms_per_view"]          # reported beside the sum, not in it
-    assert "hue (hue_impl=rgb, opt-in) (not in the sum)" in (out / "loader.md").read_text()
+    assert ops["ms_per_view"]["hue"]["ours"] > 0
+    assert set(ops["opt_in_ms_per_view"]) == {"hue (ops=fast, opt-in)", "blur (ops=fast, opt-in)"}
+    assert all(v["ours"] > 0 for v in ops["opt_in_ms_per_view"].values())
+    assert not set(ops["opt_in_ms_per_view"]) & set(ops["ms_per_view"])     # reported beside the sum, not in it
+    assert "blur (ops=fast, opt-in) (not in the sum)" in (out / "loader.md").read_text()
     real = rec["results"]["real"]
     assert "skipped" in real or ("variants" in real and len(real["clips"]) == 1)
 
