@@ -233,6 +233,18 @@ def test_performance_targets_follow_the_numbers():
     got = pf.targets(fast)
     assert set(got.loc[got["target"].str.contains("Training step"), "met"]) == {"yes, with both views in one batch (BatchNorm over both views)"}
     assert "**not met**" in pf.targets_md(slow) and "1.01x" in pf.targets_md(slow)
+    # the loader target: on the fly, with the default cache path, or only with the opt-in fast kernels
+    if "ours/cache+fast" in recs["loader"]["results"]["demo"].get("variants", {}):
+        loader = lambda r: r.loc[r["target"].str.contains("frame-by-frame.*demo clips"), "met"].item()
+        q = copy.deepcopy(recs)
+        R = q["loader"]["results"]["demo"]["ratios"]
+        R.update(ours_decord_vs_baseline_cpu=1.1, ours_pyav_vs_baseline_cpu=1.2, ours_cache_vs_baseline_cpu=2.5,
+                 ours_cache_fast_vs_baseline_cpu=3.4)
+        assert loader(pf.targets(q)).startswith("only with the decoded cache and the opt-in fast kernels (ours/cache+fast")
+        R.update(ours_cache_vs_baseline_cpu=3.1)
+        assert loader(pf.targets(q)) == "with the decoded cache only (ours/cache)"
+        R.update(ours_cache_vs_baseline_cpu=2.0, ours_cache_fast_vs_baseline_cpu=2.9)
+        assert loader(pf.targets(q)) == "no"
 
 
 def test_performance_tables_name_the_machine_and_the_reference():
