@@ -89,6 +89,21 @@ def test_temporal_table_reads_the_gaps(tmp_path):
     assert set(t["run_id"]) == set(df.loc[df["setting"] != "random_init", "run_id"])
 
 
+def test_paired_runs_aligns_settings_and_seeds(tmp_path):
+    "Two collected tables of the same settings (e.g. before/after a code change): rows paired by (setting, seed)."
+    a = _runs(settings=("none", "extreme"), ablation="relaxation", base=0.3, step=0.1)
+    b = a.assign(probe_v=a["probe_v"] + np.where(a["setting"] == "extreme", 0.05, 0.0), run_id=a["run_id"] + "-b")
+    (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
+    a.to_csv(tmp_path / "a" / "relaxation.csv", index=False)
+    b[b["seed"] != 2].to_csv(tmp_path / "b" / "relaxation.csv", index=False)
+    m = bd.paired_runs(tmp_path / "a", tmp_path / "b")
+    assert len(m) == len(a[a["seed"] != 2])
+    d = m.set_index(["setting", "seed"])["probe_v b - a"]
+    assert np.allclose(d.loc["extreme"], 0.05) and np.allclose(d.loc["none"], 0.0)
+    assert (m["run_id (b)"] == m["run_id (a)"] + "-b").all()
+    assert bd.paired_runs(tmp_path / "a", tmp_path / "nowhere") is None
+
+
 def test_recipe_check_is_computed_from_the_table(tmp_path):
     "Issue 6's criteria on the demo page: each verdict follows the numbers of async_loss.csv."
     df = _runs(settings=("off", "on"), ablation="async_loss", base=0.3, step=0.1)
