@@ -556,6 +556,19 @@ def temporal_table(data_dir=None, ablation: str = "relaxation") -> pd.DataFrame 
     return pd.DataFrame(rows)
 
 
+def paired_runs(a_dir, b_dir, ablation: str = "relaxation", metrics=HEADLINE_METRICS + ("xm_margin",)) -> pd.DataFrame | None:
+    """The runs of the same (setting, seed) in two collected tables `<a_dir>/<ablation>.csv` and `<b_dir>/<ablation>.csv`
+    (e.g. the same settings before and after a code change), side by side with their differences (b - a) and run ids;
+    None when either table is missing or they share no run setting."""
+    a, b = read_results(ablation, a_dir), read_results(ablation, b_dir)
+    if a is None or b is None: return None
+    keep = ["setting", "seed", "run_id"] + [m for m in metrics if m in a.columns and m in b.columns]
+    m = a[keep].merge(b[keep], on=["setting", "seed"], suffixes=(" (a)", " (b)"))
+    if m.empty: return None
+    for k in keep[3:]: m[f"{k} b - a"] = m[f"{k} (b)"] - m[f"{k} (a)"]
+    return m
+
+
 def show_recipe_check(data_dir=None):
     "Display `recipe_check` (or a 'not yet run' note)."
     r = recipe_check(data_dir)

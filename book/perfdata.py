@@ -24,9 +24,9 @@ from benchmarks.common import fmt, load_results, machine_line  # noqa: E402
 LOADER_TARGET = 3.0      # clip-pairs per CPU-second, ours / frame-by-frame baseline
 WAIT_TARGET = 0.10       # data wait fraction of the step time at the demo setting, default workers
 STEP_TARGET = 1.3        # training step, best option / straightforward fp32
-LOADER_VARIANTS = ("ours/decord", "ours/pyav", "ours/cache", "baseline")
+LOADER_VARIANTS = ("ours/decord", "ours/pyav", "ours/cache", "ours/cache+fast", "baseline")   # +fast: VideoAugment(ops="fast"), opt-in
 FLOORS = {"ours/decord": "decode/decord", "ours/pyav": "decode/pyav", "ours/cache": "cache-read",
-          "baseline": "baseline-decode"}
+          "ours/cache+fast": "cache-read", "baseline": "baseline-decode"}
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -71,7 +71,7 @@ def loader_ratio(rec: dict, source: str, variant: str) -> float:
     """Per-core ratio of `variant` to the baseline: the record's own (the median of the ratios within each repeat) when
     it has one, else the ratio of the medians."""
     R = rec["results"][source]
-    key = f"ours_{variant.split('/')[1]}_vs_baseline_cpu" if variant.startswith("ours/") else None
+    key = f"ours_{variant.split('/')[1].replace('+', '_')}_vs_baseline_cpu" if variant.startswith("ours/") else None
     if key and key in R.get("ratios", {}): return R["ratios"][key]
     return R["variants"][variant]["pairs_per_cpu_s"] / R["variants"]["baseline"]["pairs_per_cpu_s"]
 
@@ -208,7 +208,12 @@ def targets(recs: dict) -> pd.DataFrame:
             parts = [f"{n.split('/')[1]} {fmt(loader_ratio(L, source, n))}x" for n in LOADER_VARIANTS if n != "baseline" and n in V]
             best, ratio = loader_best(L, source)
             otf = max(loader_ratio(L, source, n) for n in ("ours/decord", "ours/pyav") if n in V)
-            met = ("yes" if otf >= LOADER_TARGET else (f"with the decoded cache only ({best})" if ratio >= LOADER_TARGET else "no"))
+            default_best = max(loader_ratio(L, source, n) for n in ("ours/decord", "ours/pyav", "ours/cache") if n in V)
+            if otf >= LOADER_TARGET: met = "yes"
+            elif default_best >= LOADER_TARGET: met = "with the decoded cache only (ours/cache)"
+            elif ratio >= LOADER_TARGET:
+                met = f"only with the decoded cache and the opt-in fast kernels ({best}; default ops {fmt(default_best)}x)"
+            else: met = "no"
             rows.append({"target": f"Loader at least {fmt(LOADER_TARGET)}x the frame-by-frame baseline per core ({what})",
                          "measured": "per CPU-second: " + ", ".join(parts), "met": met, "run": L["run_id"]})
     if M is not None:

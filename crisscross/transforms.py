@@ -15,9 +15,9 @@ import torchaudio
 import torchvision.transforms.v2.functional as TF
 
 # %% auto #0
-__all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'HUE_IMPLS', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams',
+__all__ = ['AUDIO_STATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'VIDEO_OPS', 'LogMel', 'normalize_spec', 'audio_stats', 'AudioParams',
            'mask_spec', 'resize_crop_spec', 'AudioEval', 'AudioAugment', 'VideoEval', 'VideoParams',
-           'sample_resized_crop', 'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
+           'sample_resized_crop', 'gaussian_blur_conv', 'gaussian_blur_separable', 'adjust_hue', 'VideoAugment']
 
 # %% ../nbs/06_transforms.ipynb #769f4aaf
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
@@ -239,8 +239,8 @@ def sample_resized_crop(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4
     return (height - h) // 2, (width - w) // 2, h, w
 
 # %% ../nbs/06_transforms.ipynb #40dd933f
-def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    "`TF.gaussian_blur(x, [k, k], [sigma, sigma])` on float (..., H, W) as two 1-D passes (reflect padding)."
+def gaussian_blur_conv(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    "The reference blur of `VideoAugment` (`ops='reference'`): `TF.gaussian_blur` as two 1-channel `conv2d` passes (reflect padding)."
     half = (kernel_size - 1) * 0.5
     t = torch.linspace(-half, half, kernel_size, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -249,6 +249,35 @@ def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> 
     y = F.pad(x.reshape(-1, 1, shape[-2], shape[-1]), (p, p, p, p), mode="reflect")
     y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
     return y.reshape(shape)
+
+def gaussian_blur_separable(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    "`TF.gaussian_blur(x, [k, k], [sigma, sigma])` on float (..., H, W) as two 1-D passes (reflect padding)."
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise TypeError(f"gaussian_blur_separable: expected a float tensor (..., H, W), got "
+                        f"{f'{x.dtype} of shape {tuple(x.shape)}' if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not (isinstance(kernel_size, int) and kernel_size > 0 and kernel_size % 2 == 1):
+        raise ValueError(f"gaussian_blur_separable: kernel_size={kernel_size!r} must be a positive odd int")
+    if not sigma > 0: raise ValueError(f"gaussian_blur_separable: sigma={sigma!r} must be > 0")
+    H, W = x.shape[-2:]
+    p = kernel_size // 2
+    if x.numel() == 0: return x.clone()
+    if p >= min(H, W):   # reflect padding needs pad < side; torchvision fails here too (a RuntimeError from F.pad)
+        raise ValueError(f"gaussian_blur_separable: kernel_size={kernel_size} is too large for an image of "
+                         f"H x W = {H} x {W}: reflect padding needs kernel_size // 2 = {p} < min(H, W)")
+    w = [math.exp(-0.5 * ((i - p) / sigma) ** 2) for i in range(kernel_size)]   # symmetric: w[p - i] == w[p + i]
+    total = sum(w)
+    w = [v / total for v in w]
+    y = F.pad(x.reshape(-1, 1, H, W), (p, p, p, p), mode="reflect").squeeze(1)   # (N, H + 2p, W + 2p)
+    tmp = torch.empty(y.shape[0] * (H + 2 * p) * W, dtype=x.dtype, device=x.device)  # pair sums of both passes
+    def blur_1d(src: torch.Tensor, dim: int) -> torch.Tensor:
+        "sum_j w[j] * src.narrow(dim, j, n): the 1-D blur along `dim` of `src`, padded by p on that axis."
+        n = src.shape[dim] - 2 * p
+        out = torch.mul(src.narrow(dim, p, n), w[p])
+        pair = tmp[:out.numel()].view(out.shape)
+        for i in range(1, p + 1):   # the mirrored taps: add the two slices, then one multiply-add
+            out.add_(torch.add(src.narrow(dim, p - i, n), src.narrow(dim, p + i, n), out=pair), alpha=w[p + i])
+        return out
+    return blur_1d(blur_1d(y, 2), 1).reshape(x.shape)
 
 # %% ../nbs/06_transforms.ipynb #a7d04e6b
 def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
@@ -273,18 +302,18 @@ def adjust_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
     return out.add_(lo - d)                                                # m + d * clamp(2 - distance, 0, 1)
 
 # %% ../nbs/06_transforms.ipynb #d935c41d
-# the hue jitter: torchvision's (default: the committed results were made with it) or `adjust_hue` (same up to 1.4e-6, ~8x faster)
-HUE_IMPLS = {"torchvision": TF.adjust_hue, "rgb": adjust_hue}
+# (hue, blur) kernels: the reference ones made the committed results; the fast ones compute the same up to ~1e-6
+VIDEO_OPS = {"reference": (TF.adjust_hue, gaussian_blur_conv), "fast": (adjust_hue, gaussian_blur_separable)}
 
 class VideoAugment:
     "(T, H, W, 3) uint8 -> (3, T, size, size) float32: the SPEC training augmentation, one parameter set per call."
     def __init__(self, size: int = 112, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5,
                  brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.2,
                  grayscale_p: float = 0.2, blur_p: float = 0.5, blur_kernel: int = 11, blur_sigma=(0.1, 2.0),
-                 max_cutout: int | None = None, hue_impl: str = "torchvision"):
-        if hue_impl not in HUE_IMPLS:
-            raise ValueError(f"VideoAugment: hue_impl={hue_impl!r}; expected one of {', '.join(HUE_IMPLS)}")
-        self.hue_impl = hue_impl
+                 max_cutout: int | None = None, ops: str = "reference"):
+        if ops not in VIDEO_OPS:
+            raise ValueError(f"VideoAugment: ops={ops!r}; expected one of {', '.join(VIDEO_OPS)}")
+        self.ops = ops
         if not (isinstance(size, int) and size > 0): raise ValueError(f"VideoAugment: size={size!r} must be a positive int")
         if not (isinstance(blur_kernel, int) and blur_kernel > 0 and blur_kernel % 2 == 1):
             raise ValueError(f"VideoAugment: blur_kernel={blur_kernel!r} must be a positive odd int")
@@ -318,7 +347,7 @@ class VideoAugment:
 
     def _colour(self, x: torch.Tensor, params: VideoParams) -> torch.Tensor:
         jitter = [lambda x: TF.adjust_brightness(x, params.brightness), lambda x: TF.adjust_contrast(x, params.contrast),
-                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: HUE_IMPLS[self.hue_impl](x, params.hue)]
+                  lambda x: TF.adjust_saturation(x, params.saturation), lambda x: VIDEO_OPS[self.ops][0](x, params.hue)]
         for i in params.jitter_order: x = jitter[i](x)
         return TF.rgb_to_grayscale(x, num_output_channels=3) if params.grayscale else x
 
@@ -333,7 +362,7 @@ class VideoAugment:
             x = self._colour(TF.to_dtype(TF.resize(x, S, antialias=True), torch.float32, scale=True), params)
         if params.flip: x = TF.hflip(x)
         if params.blur_sigma is not None:
-            x = gaussian_blur_separable(x, self.blur_kernel, params.blur_sigma)
+            x = VIDEO_OPS[self.ops][1](x, self.blur_kernel, params.blur_sigma)
         x = _finish(x)                                                       # (3, T, S, S)
         if params.cutout is not None:
             top, left, side = params.cutout

@@ -43,17 +43,21 @@ def test_loader_tiny(dirs):
     saved = check_files(out, "loader")
     assert saved["run_id"] == rec["run_id"]
     demo_r = rec["results"]["demo"]
-    assert set(demo_r["variants"]) == {"ours/decord", "ours/pyav", "ours/cache", "baseline", "decode/decord",
+    assert set(demo_r["variants"]) == {"ours/decord", "ours/pyav", "ours/cache", "ours/cache+fast", "baseline", "decode/decord",
                                        "decode/pyav", "cache-read", "baseline-decode"}
     for v in demo_r["variants"].values():
         assert v["pairs_per_s"] > 0 and v["pairs_per_cpu_s"] > 0
     assert demo_r["shapes"] == {"v1": [3, 8, 112, 112], "v2": [3, 8, 112, 112], "a1": [1, 80, 201], "a2": [1, 80, 201]}
-    assert {"ours_decord_vs_baseline_cpu", "ours_pyav_vs_baseline_cpu", "ours_cache_vs_baseline_cpu"} <= set(demo_r["ratios"])
+    assert {"ours_decord_vs_baseline_cpu", "ours_pyav_vs_baseline_cpu", "ours_cache_vs_baseline_cpu",
+            "ours_cache_fast_vs_baseline_cpu"} <= set(demo_r["ratios"])
+    assert "ours (cache, ops=fast" in (out / "loader.md").read_text()
     assert demo_r["cache"]["clips"] == 2 and demo_r["cache"]["mib_per_clip"] > 0
     ops = rec["results"]["augment_ops"]
-    assert ops["ms_per_view"]["hue"]["ours"] > 0 and ops["opt_in_ms_per_view"]["hue (hue_impl=rgb, opt-in)"]["ours"] > 0
-    assert "hue (hue_impl=rgb, opt-in)" not in ops["ms_per_view"]          # reported beside the sum, not in it
-    assert "hue (hue_impl=rgb, opt-in) (not in the sum)" in (out / "loader.md").read_text()
+    assert ops["ms_per_view"]["hue"]["ours"] > 0
+    assert set(ops["opt_in_ms_per_view"]) == {"hue (ops=fast, opt-in)", "blur (ops=fast, opt-in)"}
+    assert all(v["ours"] > 0 for v in ops["opt_in_ms_per_view"].values())
+    assert not set(ops["opt_in_ms_per_view"]) & set(ops["ms_per_view"])     # reported beside the sum, not in it
+    assert "blur (ops=fast, opt-in) (not in the sum)" in (out / "loader.md").read_text()
     real = rec["results"]["real"]
     assert "skipped" in real or ("variants" in real and len(real["clips"]) == 1)
 

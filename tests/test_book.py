@@ -89,6 +89,21 @@ def test_temporal_table_reads_the_gaps(tmp_path):
     assert set(t["run_id"]) == set(df.loc[df["setting"] != "random_init", "run_id"])
 
 
+def test_paired_runs_aligns_settings_and_seeds(tmp_path):
+    "Two collected tables of the same settings (e.g. before/after a code change): rows paired by (setting, seed)."
+    a = _runs(settings=("none", "extreme"), ablation="relaxation", base=0.3, step=0.1)
+    b = a.assign(probe_v=a["probe_v"] + np.where(a["setting"] == "extreme", 0.05, 0.0), run_id=a["run_id"] + "-b")
+    (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
+    a.to_csv(tmp_path / "a" / "relaxation.csv", index=False)
+    b[b["seed"] != 2].to_csv(tmp_path / "b" / "relaxation.csv", index=False)
+    m = bd.paired_runs(tmp_path / "a", tmp_path / "b")
+    assert len(m) == len(a[a["seed"] != 2])
+    d = m.set_index(["setting", "seed"])["probe_v b - a"]
+    assert np.allclose(d.loc["extreme"], 0.05) and np.allclose(d.loc["none"], 0.0)
+    assert (m["run_id (b)"] == m["run_id (a)"] + "-b").all()
+    assert bd.paired_runs(tmp_path / "a", tmp_path / "nowhere") is None
+
+
 def test_recipe_check_is_computed_from_the_table(tmp_path):
     "Issue 6's criteria on the demo page: each verdict follows the numbers of async_loss.csv."
     df = _runs(settings=("off", "on"), ablation="async_loss", base=0.3, step=0.1)
@@ -233,6 +248,18 @@ def test_performance_targets_follow_the_numbers():
     got = pf.targets(fast)
     assert set(got.loc[got["target"].str.contains("Training step"), "met"]) == {"yes, with both views in one batch (BatchNorm over both views)"}
     assert "**not met**" in pf.targets_md(slow) and "1.01x" in pf.targets_md(slow)
+    # the loader target: on the fly, with the default cache path, or only with the opt-in fast kernels
+    if "ours/cache+fast" in recs["loader"]["results"]["demo"].get("variants", {}):
+        loader = lambda r: r.loc[r["target"].str.contains("frame-by-frame.*demo clips"), "met"].item()
+        q = copy.deepcopy(recs)
+        R = q["loader"]["results"]["demo"]["ratios"]
+        R.update(ours_decord_vs_baseline_cpu=1.1, ours_pyav_vs_baseline_cpu=1.2, ours_cache_vs_baseline_cpu=2.5,
+                 ours_cache_fast_vs_baseline_cpu=3.4)
+        assert loader(pf.targets(q)).startswith("only with the decoded cache and the opt-in fast kernels (ours/cache+fast")
+        R.update(ours_cache_vs_baseline_cpu=3.1)
+        assert loader(pf.targets(q)) == "with the decoded cache only (ours/cache)"
+        R.update(ours_cache_vs_baseline_cpu=2.0, ours_cache_fast_vs_baseline_cpu=2.9)
+        assert loader(pf.targets(q)) == "no"
 
 
 def test_performance_tables_name_the_machine_and_the_reference():

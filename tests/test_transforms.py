@@ -329,18 +329,34 @@ def test_colour_before_upscale_matches_resize_then_colour():
 
 
 @pytest.mark.parametrize("size,H,W", [(112, 128, 171), (48, 72, 96)])
-def test_video_augment_hue_equals_torchvision(size, H, W):
-    "`VideoAugment(hue_impl='rgb')` gives the views of the default `TF.adjust_hue` (float rounding, normalised units)."
+def test_video_augment_fast_ops_equal_reference(size, H, W):
+    "`VideoAugment(ops='fast')` gives the views of the default reference ops (float rounding, normalised units)."
     import torchvision.transforms.v2.functional as TF
     from crisscross.transforms import adjust_hue
-    aug, fast, clip = VideoAugment(size=size), VideoAugment(size=size, hue_impl="rgb"), _clip(H=H, W=W, offset=5)
+    aug, fast, clip = VideoAugment(size=size), VideoAugment(size=size, ops="fast"), _clip(H=H, W=W, offset=5)
     ps = [aug.sample_params(H, W, _gen(s)) for s in range(12)]
-    assert any(p.hue != 0 for p in ps)
+    assert any(p.hue != 0 for p in ps) and any(p.blur_sigma is not None for p in ps)
     for p in ps:
-        torch.testing.assert_close(fast.apply(clip, p), aug.apply(clip, p), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="hue_impl='hsv'; expected one of torchvision, rgb"):
-        VideoAugment(hue_impl="hsv")
+        a, b = aug.apply(clip, p), fast.apply(clip, p)
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="ops='hsv'; expected one of reference, fast"):
+        VideoAugment(ops="hsv")
     # and the function alone on random RGB, both signs and the ends of the range
     x = torch.rand(2, 8, 3, 20, 20, generator=_gen(0))
     for h in (-0.5, -0.2, 0.03, 0.2, 0.5):
         torch.testing.assert_close(adjust_hue(x, h), TF.adjust_hue(x, h), atol=1e-5, rtol=0)
+
+
+def test_reference_ops_are_the_committed_kernels():
+    "The default `VideoAugment` still uses torchvision's hue and the 1-channel conv2d blur, bit for bit (the committed runs)."
+    import torch.nn.functional as F
+    import torchvision.transforms.v2.functional as TF
+    from crisscross.transforms import VIDEO_OPS, gaussian_blur_conv
+    assert VIDEO_OPS["reference"][0] is TF.adjust_hue and VIDEO_OPS["reference"][1] is gaussian_blur_conv
+    x = torch.rand(8, 3, 40, 44, generator=_gen(1))
+    t = torch.linspace(-5, 5, 11); k = torch.exp(-0.5 * (t / 1.3) ** 2); k = k / k.sum()
+    y = F.pad(x.reshape(-1, 1, 40, 44), (5, 5, 5, 5), mode="reflect")
+    want = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).reshape(x.shape)
+    assert torch.equal(gaussian_blur_conv(x, 11, 1.3), want)
+    aug = VideoAugment(size=48)
+    assert aug.ops == "reference"
