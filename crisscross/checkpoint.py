@@ -10,7 +10,6 @@ import os
 import random
 import re
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 import crisscross
 from .config import RESUME_IGNORED_KEYS, RunConfig, diff_config, to_dict
+from .manifest import atomic_write
 from .optim import unwrap_model
 
 # %% auto #0
@@ -30,23 +30,9 @@ __all__ = ['CKPT_PATTERN', 'FORMAT_VERSION', 'BACKBONE_FILES', 'atomic_save', 'r
 
 # %% ../nbs/12_checkpoint.ipynb #94035112
 def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to `path` through a temporary file in the same directory, fsync and `os.replace`."
+    "`torch.save(obj)` to `path` through `crisscross.manifest.atomic_write` (temporary file, fsync, `os.replace`)."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except OSError: pass
+    with atomic_write(path) as tmp: torch.save(obj, tmp)
     return path
 
 # %% ../nbs/12_checkpoint.ipynb #56b7c952

@@ -9,10 +9,8 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, asdict
@@ -38,7 +36,7 @@ from .data import clip_starts
 from .checkpoint import BACKBONE_FILES, _strip_prefixes, latest_checkpoint, read_checkpoint
 from .encoders import ENCODER_PRESETS, STAGE_WIDTHS, AudioResNet18, R2Plus1D18
 from .io import decode_audio, probe
-from .manifest import read_manifest, shared_data_dir
+from .manifest import atomic_write, read_manifest, shared_data_dir
 from .transforms import AUDIO_STATS, AudioEval
 
 # %% auto #0
@@ -358,12 +356,6 @@ def feature_cache_path(cache_dir, spec: Mapping) -> Path:
     return Path(cache_dir) / f"{spec['modality']}-{spec['kind']}-{key}.npz"
 
 
-def _public(path) -> None:
-    "Give a file made by `mkstemp` (mode 0600) the mode of an ordinary new file (0666 minus the umask)."
-    mask = os.umask(0); os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _read_cached(path: Path, spec: Mapping) -> Features:
     with np.load(path, allow_pickle=False) as z:
         stored = json.loads(str(z["spec"]))
@@ -374,19 +366,12 @@ def _read_cached(path: Path, spec: Mapping) -> Features:
 
 
 def _write_cached(path: Path, feats: Features, spec: Mapping, overwrite: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, x=feats.x, labels=feats.labels, ids=np.array(feats.ids, dtype=str),
-                 classes=np.array(feats.classes, dtype=str), spec=np.array(json.dumps(spec, sort_keys=True)))
-        _public(tmp)
-        if overwrite: os.replace(tmp, path)
-        else: os.link(tmp, path)      # fails if another process wrote it meanwhile: never replace silently
+    try:   # without overwrite a file another process wrote meanwhile is never replaced (FileExistsError)
+        with atomic_write(path, overwrite=overwrite) as tmp:
+            np.savez(tmp, x=feats.x, labels=feats.labels, ids=np.array(feats.ids, dtype=str),
+                     classes=np.array(feats.classes, dtype=str), spec=np.array(json.dumps(spec, sort_keys=True)))
     except FileExistsError:
         _read_cached(path, spec)       # someone else wrote the same key; keep theirs if it describes the same config
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
     return path
 
 
@@ -1084,11 +1069,7 @@ def write_metrics(metrics: Mapping, path, overwrite: bool = False) -> Path:
     "Write `metrics` as JSON to `path` atomically; an existing file is only replaced with `overwrite=True`."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(metrics, f, indent=2, default=str)
-    _public(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, overwrite=overwrite) as tmp: tmp.write_text(json.dumps(metrics, indent=2, default=str))
     return path
 
 

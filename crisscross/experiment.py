@@ -12,7 +12,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -31,6 +30,7 @@ from .cli import REPO
 from .config import (RESUME_IGNORED_KEYS, RunConfig, config_hash, load_config, model_preset_name, run_id,
                                save_config)
 from .demo import DEMO_SIZES
+from .manifest import atomic_write
 from .evaluate import (DEFAULT_CS, Features, check_features, check_split_classes, embed, esc50_protocol,
                                  frame_signature, group_accuracy, knn_accuracy, load_backbone, make_classifier,
                                  recalibrate_batchnorm, retrieval_eval, write_metrics)
@@ -998,11 +998,7 @@ def safe_write_table(df: pd.DataFrame, path, key=("run_id",), force: bool = Fals
             bdir.mkdir(parents=True, exist_ok=True)
             (bdir / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.csv").write_text(old_text)
     else: status = "written"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp: tmp.write_text(text)
     return status
 
 def collect(out_dir=DEFAULT_OUT_DIR, data_dir=None, base: Mapping | AblationParams | None = None, force: bool = False,

@@ -8,10 +8,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shlex
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -27,6 +25,7 @@ from torch import nn
 from .analysis import (audio_saliency, audio_saliency_figure, curves_frame, retrieval_gallery_figure,
                                  umap_figure, video_saliency, video_saliency_figure)
 from .cli import REPO
+from .manifest import atomic_write
 from .evaluate import Features, load_backbone, make_classifier, nearest_neighbours
 from .experiment import (BASELINE_IGNORES, _base_from_args, DEFAULT_CONFIG, DEFAULT_OUT_DIR, DEFAULT_SEEDS, RESULT_PARAMETERS,
                                    AblationParams, AblationRun, check_params, demo_eval_inputs, evenly_spaced,
@@ -197,16 +196,6 @@ def figure_status(path, run_ids: Sequence[str], overwrite: bool = False) -> str:
     raise FileExistsError(f"{shown_path(path)} was made from runs {', '.join(old) or '(none listed)'}; the figure now would "
                           f"come from {', '.join(sorted(run_ids))}; nothing was written. Pass --overwrite (overwrite=True) to replace it")
 
-def _atomic_write(path: Path, write: Callable) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return Path(tmp)
-
 def save_png(fig: Figure, path, dpi: int = FIGURE_DPI, palette: bool = True) -> None:
     "Save `fig` as PNG; with `palette`, as 256 adaptive colours (no dithering): a third of the size, the same to the eye."
     if not palette:
@@ -225,10 +214,9 @@ def write_figure(fig: Figure, path, meta: Mapping, overwrite: bool = False, dpi:
     missing = [k for k in ("caption", "run_ids", "command") if k not in meta]
     if missing: raise ValueError(f"write_figure: the sidecar of {path.name} lacks {', '.join(missing)}")
     status = figure_status(path, meta["run_ids"], overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = _atomic_write(path, lambda t: save_png(fig, t, dpi, palette))
-    side = _atomic_write(path.with_suffix(".json"), lambda t: Path(t).write_text(json.dumps(dict(meta), indent=1) + "\n"))
-    os.replace(img, path); os.replace(side, path.with_suffix(".json"))
+    with atomic_write(path) as img, atomic_write(path.with_suffix(".json")) as side:   # both written before either is replaced
+        save_png(fig, img, dpi, palette)
+        side.write_text(json.dumps(dict(meta), indent=1) + "\n")
     return status
 
 # %% ../nbs/18_figures.ipynb #5fa0dab9

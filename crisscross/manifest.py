@@ -13,9 +13,10 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,10 @@ import pandas as pd
 # %% auto #0
 __all__ = ['MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'COLUMN_DOCS', 'KINETICS_PATTERN', 'SPLIT_ALIASES', 'KINETICS_SOUND_32',
            'AUDIOSET_PATTERN', 'DCASE2013_CLASSES', 'AUDIO_EXTENSIONS', 'VERIFY_PROBLEMS', 'schema_markdown', 'Problem',
-           'ManifestError', 'read_manifest', 'write_manifest', 'manifest_hash', 'shared_data_dir', 'file_checksum',
-           'read_class_list', 'read_kinetics_csv', 'build_kinetics', 'kinetics_sound_classes', 'build_kinetics_sound',
-           'read_audioset_labels', 'read_audioset_segments', 'build_audioset', 'build_ucf101', 'build_hmdb51',
-           'build_esc50', 'build_dcase2013', 'VerifyReport', 'verify', 'verify_main']
+           'ManifestError', 'read_manifest', 'atomic_write', 'write_manifest', 'manifest_hash', 'shared_data_dir',
+           'file_checksum', 'read_class_list', 'read_kinetics_csv', 'build_kinetics', 'kinetics_sound_classes',
+           'build_kinetics_sound', 'read_audioset_labels', 'read_audioset_segments', 'build_audioset', 'build_ucf101',
+           'build_hmdb51', 'build_esc50', 'build_dcase2013', 'VerifyReport', 'verify', 'verify_main']
 
 # %% ../nbs/07_manifest.ipynb #61ad24d2
 MANIFEST_COLUMNS = ('clip_id', 'path', 'split', 'label', 'video_duration', 'audio_duration',
@@ -217,6 +218,46 @@ def _canonical_text(df: pd.DataFrame, allow_extra: bool = False) -> str:
         w.writerow([_fmt(c, x) for c, x in zip(cols, row)])
     return buf.getvalue()
 
+# %% ../nbs/07_manifest.ipynb #a7c1e0f2
+def _umask_file(path: Path) -> Path:
+    "Create `path` empty and exclusively, with the mode an ordinary new file gets (0666 minus the process umask)."
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return path
+
+
+def _fsync(path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, 'O_DIRECTORY', 0) if directory else 0))
+    except OSError:
+        return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+
+@contextmanager
+def atomic_write(path, overwrite: bool = True):
+    """Yield a temporary path beside `path` to write the whole file to; when the block ends without an error, fsync it
+    and move it to `path` in one step (`os.replace`; with `overwrite=False` `os.link`, which raises `FileExistsError`
+    if `path` exists). On an error or an interrupt the temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        try:
+            tmp = _umask_file(path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")); break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"atomic_write: could not create a temporary file beside {path}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        if overwrite: os.replace(tmp, path)
+        else: os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent, directory=True)
+
 # %% ../nbs/07_manifest.ipynb #660c3f2a
 def write_manifest(df: pd.DataFrame, path, overwrite: bool = False, allow_extra: bool = False) -> Path:
     "Validate `df` and write it atomically to `path`; an existing different file is only replaced with `overwrite=True`."
@@ -229,15 +270,7 @@ def write_manifest(df: pd.DataFrame, path, overwrite: bool = False, allow_extra:
         if not overwrite:
             raise FileExistsError(f"{path} exists and differs from the manifest being written "
                                   f"(manifest_hash {manifest_hash(path) if path.is_file() else '?'}); pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp: tmp.write_bytes(data)
     return path
 
 
@@ -692,9 +725,8 @@ class VerifyReport:
                     counts=self.counts, problems=self.problems)
 
     def to_json(self, path) -> Path:
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + '\n'); os.replace(tmp, path)
+        path = Path(path)
+        with atomic_write(path) as tmp: tmp.write_text(json.dumps(self.to_dict(), indent=1) + '\n')
         return path
 
 # %% ../nbs/07_manifest.ipynb #abe1689b

@@ -1,4 +1,6 @@
 """Checkpoints: exact round trips, corrupt-file fallback, config refusal, atomicity, DDP prefixes, backbone export."""
+import contextlib
+import os
 import random
 import warnings
 
@@ -111,8 +113,9 @@ def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
     _save(target, cfg, model, opt, sched, 1)
     good = target.read_bytes()
 
-    def broken_save(obj, f, *a, **k):
-        f.write(b"partial bytes")
+    def broken_save(obj, f, *a, **k):   # torch.save takes a path or a file object
+        with (open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)) as fh:
+            fh.write(b"partial bytes")
         raise OSError("disk full")
     monkeypatch.setattr(ckpt.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
@@ -121,6 +124,21 @@ def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
         _save(checkpoint_path(tmp_path, 2), cfg, model, opt, sched, 2)
     assert target.read_bytes() == good and not checkpoint_path(tmp_path, 2).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]   # no temporary files left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_checkpoints_and_backbones_get_the_ordinary_file_mode(tmp_path, umask):
+    "Written through a temporary file, yet with the mode of any new file (0666 minus the umask), not mkstemp's 0600:"
+    "on a shared cluster the group must be able to read a run's checkpoints and exported backbones."
+    cfg, model, opt, sched = _setup()
+    old = os.umask(umask)
+    try:
+        ck = _save(checkpoint_path(tmp_path, 1), cfg, model, opt, sched, 1)
+        written = export_backbones(ck, tmp_path / "export")
+    finally:
+        os.umask(old)
+    for f in [ck, *written.values()]:
+        assert (f.stat().st_mode & 0o777) == 0o666 & ~umask, f"{f.name}: mode {oct(f.stat().st_mode & 0o777)}"
 
 
 def test_ddp_style_prefixes_are_stripped_and_restored(tmp_path):
