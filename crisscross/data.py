@@ -397,6 +397,7 @@ def dataset_from_config(cfg, progress: bool = True, **overrides) -> AVPretrainDa
               clips_per_video=cfg.optim.clips_per_video, cache=cache)
     j = getattr(d, "jitter", 1.0)
     kw["video_transform"] = VideoAugment(size=d.frame_size, scale=tuple(getattr(d, "crop_scale", (0.08, 1.0))),
-                                         brightness=0.4 * j, contrast=0.4 * j, saturation=0.4 * j, hue=0.2 * j)
+                                         brightness=0.4 * j, contrast=0.4 * j, saturation=0.4 * j, hue=0.2 * j,
+                                         ops=getattr(d, "video_ops", "reference"))
     kw.update(overrides)
     return AVPretrainDataset(man, root, sampler, **kw)

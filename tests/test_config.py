@@ -62,6 +62,7 @@ def test_overrides_parse_and_type_check():
     ("optim.per_device_batch=0", "optim.per_device_batch=0"),
     ("train.precision=fp8", "train.precision='fp8': expected one of auto, fp32, bf16, fp16"),
     ("data.backend=opencv", "data.backend='opencv': expected one of decord, pyav"),
+    ("data.video_ops=turbo", "data.video_ops='turbo': expected one of reference, fast"),
 ])
 def test_bad_values_fail_naming_key_and_valid_values(override, message):
     with pytest.raises((KeyError, TypeError, ValueError)) as e:
@@ -89,3 +90,24 @@ def test_hash_run_id_and_diff():
     assert diff_config(a, to_dict(b)) == [("sampler.mode", "mild", "extreme")]
     assert {"train.max_steps", "train.log_every_steps", "data.num_workers", "train.checkpoint_every_steps",
             "train.out_dir"} <= set(RESUME_IGNORED_KEYS)
+
+
+def test_video_ops_is_hash_neutral_at_reference_and_reaches_the_augmentation(monkeypatch):
+    "data.video_ops was added after the sweep's runs were recorded: at 'reference' the hash, run id and diff are those of"
+    "a config without the key (the committed runs stay valid); 'fast' is a different run; the choice reaches VideoAugment."
+    import crisscross.data as cdata
+    from crisscross.config import VIDEO_OPS_NAMES
+    from crisscross.transforms import VIDEO_OPS
+    assert set(VIDEO_OPS_NAMES) == set(VIDEO_OPS)
+    path = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    demo, fast = load_config(path), load_config(path, ["data.video_ops=fast"])
+    without = to_dict(demo); del without["data"]["video_ops"]
+    assert demo.data.video_ops == "reference"
+    assert config_hash(demo) == config_hash(without) and diff_config(demo, without) == []
+    assert config_hash(fast) != config_hash(demo) and run_id(fast) != run_id(demo)
+    assert [(k, b) for k, _, b in diff_config(demo, fast)] == [("data.video_ops", "fast")]
+    made = []   # the dataset dataset_from_config builds, without its data: record the video transform's kernels
+    monkeypatch.setattr(cdata, "pretrain_manifest", lambda *a, **k: ("m.csv", Path(".")))
+    monkeypatch.setattr(cdata, "AVPretrainDataset", lambda *a, **k: made.append(k["video_transform"].ops))
+    cdata.dataset_from_config(demo, progress=False); cdata.dataset_from_config(fast, progress=False)
+    assert made == ["reference", "fast"]
