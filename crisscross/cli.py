@@ -101,7 +101,9 @@ def cmd_generate_demo(args) -> int:
     "Write the demo dataset (resumable, deterministic) and print its manifest's path."
     from crisscross.demo import generate_demo
     try:
-        man = generate_demo(args.root, size=args.size, seed=args.seed, workers=args.workers, progress=not args.no_progress)
+        splits = [s.strip() for s in args.splits.split(",") if s.strip()] if getattr(args, "splits", None) else None
+        man = generate_demo(args.root, size=args.size, seed=args.seed, workers=args.workers, progress=not args.no_progress,
+                            splits=splits)
     except ValueError as e:
         return _error(str(e))
     print(man)
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", default="s"); g.add_argument("--seed", type=int, default=0)
     g.add_argument("--root", default=None, help="default: $CRISSCROSS_DEMO_ROOT or ~/.cache/crisscross/demo")
     g.add_argument("--workers", type=int, default=2); g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--splits", default=None, help="comma-separated subset of pretrain, train, val, test (default: all); "
+                   "writes a manifest of only those splits (e.g. demo_s_seed0_pretrain.csv)")
     g.set_defaults(func=cmd_generate_demo)
     s = sub.add_parser("smoke", help="5-second install check on random tensors")
     s.add_argument("--seed", type=int, default=0); s.add_argument("--steps", type=int, default=3)

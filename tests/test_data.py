@@ -273,6 +273,9 @@ def test_dataset_from_config_renders_only_the_pretrain_split(tmp_path, monkeypat
     assert pd.read_csv(man).split.value_counts().to_dict() == {"pretrain": 3, "train": 1, "val": 1, "test": 1}
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())                   # the pretrain clips were reused
     pd.testing.assert_frame_equal(load_rows(man, "pretrain"), ds.rows)                # the same rows either way
+    man1, _ = pretrain_manifest(cfg.data, seed=1, progress=False, splits=("pretrain",))   # another demo world seed
+    assert man1.name == "demo_xs_seed1_pretrain.csv"
+    assert not set(pd.read_csv(man1).clip_id) & set(ds.rows.clip_id)
 
 
 # ---------------------------------------------------------------- the real clips in ../shared/data/av_clips

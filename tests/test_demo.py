@@ -361,3 +361,19 @@ def test_default_root(monkeypatch, tmp_path):
     assert default_demo_root() == tmp_path / 'x'
     monkeypatch.delenv('CRISSCROSS_DEMO_ROOT')
     assert default_demo_root() == Path.home() / '.cache' / 'crisscross' / 'demo'
+
+
+def test_generate_demo_command_renders_the_chosen_splits(tmp_path, monkeypatch, capsys):
+    "`crisscross generate-demo --splits` passes the splits on; a bad split name fails before anything is rendered."
+    import crisscross.demo as demo
+    from crisscross.cli import main
+    got = {}
+    monkeypatch.setattr(demo, "generate_demo", lambda root, **k: got.update(root=root, **k) or tmp_path / "m.csv")
+    assert main(["generate-demo", "--size", "xs", "--splits", "pretrain, test", "--root", str(tmp_path), "--no-progress"]) == 0
+    assert got["splits"] == ["pretrain", "test"] and got["size"] == "xs" and got["root"] == str(tmp_path)
+    assert main(["generate-demo", "--root", str(tmp_path), "--no-progress"]) == 0 and got["splits"] is None
+    monkeypatch.undo()
+    assert main(["generate-demo", "--splits", "pretrain,sideways", "--root", str(tmp_path / "d"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "splits=['pretrain', 'sideways']" in err and "'val'" in err
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.mp4"))
