@@ -829,62 +829,37 @@ def run_status(params: AblationParams) -> tuple:
     return r.status, r.stale_reason
 
 def run_sweep(plan: Sequence[PlannedRun], runner: str | Callable = "papermill", log: Callable = print,
-              record: bool = True, rerun_stale: bool = False, jobs: int = 1) -> list:
-    """Run every planned run not yet done, `jobs` at a time; returns one row per run, in plan order: name, status,
-    seconds, error. A stale run is reported and left alone, or with `rerun_stale` moved aside (`overwrite=True`) and
-    run again. `jobs > 1` needs a runner that runs each run in its own process (papermill: a kernel per run)."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"run_sweep: jobs={jobs!r}; expected an int >= 1")
-    if jobs > 1 and runner == "direct":
-        raise ValueError("run_sweep: jobs > 1 needs runner='papermill' (each run in its own process); "
-                         "runner='direct' runs in this process, one run at a time")
+              record: bool = True, rerun_stale: bool = False) -> list:
+    """Run every planned run not yet done; returns one row per run: name, status, seconds, error. A stale run is
+    reported and left alone, or with `rerun_stale` moved aside (`overwrite=True`) and run again."""
     run_one = RUNNERS[runner] if isinstance(runner, str) else runner
-    rows, todo, t_start, n = [None] * len(plan), [], time.perf_counter(), len(plan)
-    for i, r in enumerate(plan):
+    rows, t_start = [], time.perf_counter()
+    for i, r in enumerate(plan, 1):
         status, reason = run_status(r.params)
         row = {"name": r.name, "status": "skipped" if status == "done" else status, "seconds": 0.0, "error": reason}
-        rows[i] = row
         if status == "done" or (status == "stale" and not rerun_stale):
-            log(f"[{i + 1}/{n}] {r.name}: {row['status']}" + (f" ({reason})" if reason else ""))
-        else:
-            todo.append((i, r, status))
-
-    def one(i, r, status):
-        row = rows[i]
-        log(f"[{i + 1}/{n}] {r.name}: running" + (" again (stale)" if status == "stale" else ""))
+            log(f"[{i}/{len(plan)}] {r.name}: {row['status']}" + (f" ({reason})" if reason else ""))
+            rows.append(row); continue
+        log(f"[{i}/{len(plan)}] {r.name}: running" + (" again (stale)" if status == "stale" else ""))
         row["error"], t0 = "", time.perf_counter()
         try:
             run_one(AblationParams(**{**asdict(r.params), "overwrite": True}) if status == "stale" else r.params)
             row["status"] = "done" if run_status(r.params)[0] == "done" else "failed"
             if row["status"] == "failed": row["error"] = f"the run ended without writing {METRICS_FILE}"
         except KeyboardInterrupt:
-            row.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1))
-            log(f"[{i + 1}/{n}] {r.name}: interrupted"); raise
+            row.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1)); rows.append(row)
+            log(f"[{i}/{len(plan)}] {r.name}: interrupted"); break
         except Exception as e:
             row.update(status="failed", error=_error_text(e))
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        log(f"[{i + 1}/{n}] {r.name}: {row['status']} in {row['seconds']:.0f} s" + (f": {row['error']}" if row["status"] == "failed" else ""))
-
-    try:
-        if jobs == 1:
-            for job in todo: one(*job)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(jobs) as pool:
-                futures = [pool.submit(one, *job) for job in todo]
-                try:
-                    for f in futures: f.result()
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=False, cancel_futures=True); raise
-    except KeyboardInterrupt:
-        for i, _, _ in todo:    # the runs not started (or cut short) are recorded as interrupted; they resume next time
-            if rows[i]["status"] not in ("done", "failed"): rows[i].update(status="interrupted", error=rows[i]["error"] or "not run")
+        log(f"[{i}/{len(plan)}] {r.name}: {row['status']} in {row['seconds']:.0f} s" + (f": {row['error']}" if row["status"] == "failed" else ""))
+        rows.append(row)
     total = round(time.perf_counter() - t_start, 1)
     log(sweep_summary(rows, total))
     if record and plan:
         out = resolve_path(plan[0].params.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        entry = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": total, "jobs": jobs, "git": code_version(),
+        entry = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": total, "git": code_version(),
                  "counts": _counts(rows), "runs": rows}
         with open(out / "sweeps.jsonl", "a") as f: f.write(json.dumps(entry) + "\n")
     return rows
@@ -1085,8 +1060,6 @@ def sweep_parser() -> argparse.ArgumentParser:
     _common_args(p)
     p.add_argument("--runner", choices=tuple(RUNNERS), default="papermill",
                    help="papermill: execute nbs/ablation.ipynb per run (kept in the run directory); direct: in this process")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (papermill runner; 2 on 2 cores: see the notebook); "
-                   "each run's results are those of a sequential sweep")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
     p.add_argument("--rerun-stale", action="store_true", help="run again the runs whose metrics.json came from another "
                    "config (their directories are moved aside, not deleted)")
@@ -1116,10 +1089,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
             tables = ", ".join(f"{a}={s}" for a, s in r.tables)
             print(f"{i:3d}. {status:10s} {r.name}   [{tables}]" + (f"  ({reason})" if reason else ""))
         return 0
-    try:
-        rows = run_sweep(plan, args.runner, rerun_stale=args.rerun_stale, jobs=args.jobs)
-    except ValueError as e:
-        print(f"crisscross sweep: error: {e}", file=sys.stderr); return 2
+    rows = run_sweep(plan, args.runner, rerun_stale=args.rerun_stale)
     failed = sum(r["status"] in ("failed", "interrupted") for r in rows)
     if not args.no_collect:
         try: collect(plan[0].params.out_dir, args.data_dir, base, force=args.force_collect, ablations=ablations,
