@@ -569,6 +569,32 @@ def paired_runs(a_dir, b_dir, ablation: str = "relaxation", metrics=HEADLINE_MET
     return m
 
 
+def sweep_records(*out_dirs) -> pd.DataFrame | None:
+    """One row per sweep recorded in `<out_dir>/sweeps.jsonl` (paths relative to the repository): when it finished,
+    the code, how many runs at once (`jobs`; 1 before the option existed), how many runs it ran and skipped, its wall
+    time, and the wall time per run it ran (the figure to compare between `jobs` settings). None when there is none."""
+    rows = []
+    for d in out_dirs:
+        path = Path(d) if Path(d).is_absolute() else BOOK.parent / d
+        path = path / "sweeps.jsonl"
+        if not path.exists(): continue
+        for line in path.read_text().splitlines():
+            if not line.strip(): continue
+            e = json.loads(line)
+            runs = e.get("runs", [])
+            ran = [r for r in runs if r.get("status") in ("done", "failed")]
+            git = e.get("git") or {}
+            rows.append({"record": repo_path(path), "finished": e.get("finished", ""),
+                         "code": str(git.get("commit", "?"))[:10] + (" (dirty)" if git.get("dirty") else ""),
+                         "jobs": int(e.get("jobs") or 1), "runs ran": len(ran),
+                         "failed": sum(r.get("status") == "failed" for r in runs),
+                         "skipped": sum(r.get("status") == "skipped" for r in runs),
+                         "wall (min)": round(float(e["seconds"]) / 60, 1),
+                         "wall per run ran (s)": round(float(e["seconds"]) / len(ran), 1) if ran else float("nan"),
+                         "mean run time (s)": round(float(np.mean([r["seconds"] for r in ran])), 1) if ran else float("nan")})
+    return pd.DataFrame(rows) if rows else None
+
+
 def show_recipe_check(data_dir=None):
     "Display `recipe_check` (or a 'not yet run' note)."
     r = recipe_check(data_dir)

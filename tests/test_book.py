@@ -7,6 +7,7 @@ pages go to tests/artifacts/book/ (git-ignored). Requests that leave the built s
 the test is the same offline and online.
 """
 import ast
+import json
 import os
 import re
 import shutil
@@ -102,6 +103,21 @@ def test_paired_runs_aligns_settings_and_seeds(tmp_path):
     assert np.allclose(d.loc["extreme"], 0.05) and np.allclose(d.loc["none"], 0.0)
     assert (m["run_id (b)"] == m["run_id (a)"] + "-b").all()
     assert bd.paired_runs(tmp_path / "a", tmp_path / "nowhere") is None
+
+
+def test_sweep_records_give_the_wall_time_per_run(tmp_path):
+    "The sweep time table: one row per recorded sweep, jobs (1 when the record predates the option), wall time per run ran."
+    runs = [{"name": f"r{i}", "status": s, "seconds": t, "error": ""}
+            for i, (s, t) in enumerate([("done", 100.0), ("done", 140.0), ("skipped", 0.0), ("failed", 60.0)])]
+    rec = tmp_path / "sweeps.jsonl"
+    rec.write_text(json.dumps({"finished": "t1", "seconds": 300.0, "git": {"commit": "abcdef1234567", "dirty": False}, "runs": runs}) + "\n"
+                   + json.dumps({"finished": "t2", "seconds": 120.0, "jobs": 2, "git": {"commit": "0123456789ab", "dirty": True},
+                                 "runs": runs[:2]}) + "\n")
+    t = bd.sweep_records(tmp_path, tmp_path / "nowhere")
+    assert t["jobs"].tolist() == [1, 2] and t["runs ran"].tolist() == [3, 2] and t["skipped"].tolist() == [1, 0]
+    assert t["wall per run ran (s)"].tolist() == [100.0, 60.0] and t["mean run time (s)"].tolist() == [100.0, 120.0]
+    assert t["code"].tolist() == ["abcdef1234", "0123456789 (dirty)"] and t["failed"].tolist() == [1, 0]
+    assert bd.sweep_records(tmp_path / "nowhere") is None
 
 
 def test_recipe_check_is_computed_from_the_table(tmp_path):
