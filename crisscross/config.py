@@ -91,6 +91,7 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range of the video views (SPEC: 0.08-1)
     jitter: float = 1.0              # colour-jitter strength: multiplies (brightness, contrast, saturation, hue) = (0.4, 0.4, 0.4, 0.2)
     video_ops: str = "reference"     # VideoAugment kernels (crisscross.transforms.VIDEO_OPS): 'reference' or 'fast' (same functions within ~1e-6, ~5x cheaper hue + blur)
+    demo_world: dict = field(default_factory=dict)  # DemoWorld fields to change (dataset='demo' only), e.g. {n_sources: [3, 3]}; {} = the default world
 
     def __post_init__(self):
         if not (isinstance(self.dataset, str) and self.dataset): _fail("data.dataset", self.dataset, "a non-empty name")
@@ -108,6 +109,11 @@ class DataConfig:
         _check_choice("data.backend", self.backend, BACKENDS)
         _check_choice("data.video_ops", self.video_ops, VIDEO_OPS_NAMES)
         _check_choice("data.bad_clip_policy", self.bad_clip_policy, BAD_CLIP_POLICIES)
+        if self.demo_world is None: self.demo_world = {}
+        if self.demo_world:
+            if self.dataset != "demo": _fail("data.demo_world", self.demo_world, f"{{}} for dataset {self.dataset!r} (it changes the generated demo world only)")
+            from .demo import demo_world
+            demo_world(self.demo_world)   # validates every key and value; the world itself is built where the data is
 
 # %% ../nbs/10_config.ipynb #ef0429e8
 @dataclass
@@ -254,6 +260,9 @@ def _coerce(key: str, value, tp):
         if isinstance(value, str) and _SCI.fullmatch(value.strip()): return float(value)
     elif tp is str:
         if isinstance(value, str): return value
+    elif tp is dict:
+        if value is None: return {}
+        if isinstance(value, dict): return dict(value)
     raise TypeError(f"{key}={value!r}: expected {_type_name(tp)}, got {type(value).__name__}")
 
 def _section_from_dict(name: str, cls, d) -> object:

@@ -375,12 +375,14 @@ class AVEvalDataset(Dataset):
 # %% ../nbs/09_data.ipynb #a344ca0f
 def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True, splits=None) -> tuple[Path, Path]:
     """(manifest path, root) of the config's pre-training data; generates the demo dataset when it is missing.
-    `seed` is the demo world's seed (demo only; the training seed is `train.seed`); `splits` (demo only; default every
+    `seed` is the demo world's seed (demo only; the training seed is `train.seed`); `data.demo_world` its changed
+    fields (`crisscross.demo.demo_world`); `splits` (demo only; default every
     split) renders only those splits and returns their own manifest."""
     if data_cfg.dataset == "demo":
-        from crisscross.demo import default_demo_root, generate_demo
+        from crisscross.demo import default_demo_root, demo_world, generate_demo
         root = Path(data_cfg.root) if data_cfg.root else default_demo_root()
-        return generate_demo(root, size=data_cfg.demo_size, seed=seed, progress=progress, splits=splits), root
+        world = demo_world(getattr(data_cfg, "demo_world", None) or None)   # {} / absent: the default world
+        return generate_demo(root, size=data_cfg.demo_size, seed=seed, progress=progress, splits=splits, world=world), root
     man = Path(data_cfg.manifest)
     if not man.exists(): raise FileNotFoundError(f"data.manifest={str(man)!r} does not exist")
     return man, resolve_root(man, data_cfg.root)

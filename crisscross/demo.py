@@ -18,9 +18,9 @@ import pandas as pd
 # %% auto #0
 __all__ = ['SHAPES', 'TEXTURES', 'MOTIONS', 'TIMBRES', 'ENVELOPES', 'RHYTHMS', 'COLOURS', 'DEFAULT_CLASSES', 'DEMO_VERSION',
            'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'MANIFEST_COLUMNS', 'VisualSignature', 'AcousticSignature',
-           'ClassSpec', 'DemoWorld', 'ClipEvents', 'render_clip', 'clip_class', 'clip_id', 'demo_clip', 'demo_scene',
-           'source_at', 'source_share', 'relaxation_content', 'write_clip', 'default_demo_root', 'demo_counts',
-           'demo_plan', 'generate_demo']
+           'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents', 'render_clip', 'clip_class', 'clip_id', 'demo_clip',
+           'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'write_clip', 'default_demo_root',
+           'demo_counts', 'demo_plan', 'generate_demo']
 
 # %% ../nbs/08_demo.ipynb #e7a0e37b
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'diamond')
@@ -148,6 +148,36 @@ class DemoWorld:
         key = (lambda c: c.visual) if modality == 'video' else (lambda c: c.acoustic)
         n = len(self.classes)
         return [(i, j) for i in range(n) for j in range(i + 1, n) if key(self.classes[i]) == key(self.classes[j])]
+
+
+def demo_world(changes: dict | None = None, where: str = 'data.demo_world') -> DemoWorld:
+    """The default `DemoWorld` with `changes` (field -> value, as a config gives them: lists become tuples) applied.
+    `{}` or None is the default world itself, whose files and run ids are those of every committed run. A config
+    varies the world with `data.demo_world`, e.g. `{n_sources: [3, 3], shot_seconds: [2.0, 4.0]}`; `classes` is
+    not a config setting (change it in code). Errors name `where`, the key and what was expected."""
+    if changes is None: return DemoWorld()
+    if not isinstance(changes, dict):
+        raise ValueError(f"{where}={changes!r}: expected a mapping of DemoWorld fields to values, e.g. {{n_sources: [3, 3]}}")
+    base = DemoWorld()
+    valid = [f for f in base.__dataclass_fields__ if f != 'classes']
+    kw = {}
+    for k, v in changes.items():
+        if k not in valid:
+            raise ValueError(f"{where}: unknown key {k!r}; valid keys: {', '.join(valid)}")
+        default = getattr(base, k)
+        if isinstance(default, tuple):
+            ints = all(isinstance(d, int) for d in default)
+            if not (isinstance(v, (list, tuple)) and len(v) == len(default)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and (not ints or float(x).is_integer()) for x in v)):
+                raise ValueError(f"{where}.{k}={v!r}: expected {len(default)} {'integers' if ints else 'numbers'} like the default {list(default)}")
+            v = tuple(int(x) if ints else float(x) for x in v)
+        elif isinstance(default, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(default, int) and not float(v).is_integer()):
+                raise ValueError(f"{where}.{k}={v!r}: expected {'an integer' if isinstance(default, int) else 'a number'} like the default {default!r}")
+            v = type(default)(v)
+        kw[k] = v
+    try: return DemoWorld(**kw)
+    except ValueError as e: raise ValueError(f"{where}: {e}") from None
 
 # %% ../nbs/08_demo.ipynb #4181b015
 @dataclass

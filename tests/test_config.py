@@ -63,6 +63,12 @@ def test_overrides_parse_and_type_check():
     ("train.precision=fp8", "train.precision='fp8': expected one of auto, fp32, bf16, fp16"),
     ("data.backend=opencv", "data.backend='opencv': expected one of decord, pyav"),
     ("data.video_ops=turbo", "data.video_ops='turbo': expected one of reference, fast"),
+    ("data.demo_world={n_source: 3}", "data.demo_world: unknown key 'n_source'; valid keys: duration, fps"),
+    ("data.demo_world={n_sources: [2.5, 3]}", "data.demo_world.n_sources=[2.5, 3]: expected 2 integers like the default [2, 3]"),
+    ("data.demo_world={flash: yes}", "data.demo_world.flash=True: expected a number like the default 0.6"),
+    ("data.demo_world={n_sources: [3, 2]}", "data.demo_world: DemoWorld: n_sources=(3, 2) must be (lo, hi)"),
+    ("data.demo_world={classes: []}", "data.demo_world: unknown key 'classes'"),
+    ("data.demo_world=3", "data.demo_world=3: expected dict, got int"),
 ])
 def test_bad_values_fail_naming_key_and_valid_values(override, message):
     with pytest.raises((KeyError, TypeError, ValueError)) as e:
@@ -111,3 +117,29 @@ def test_video_ops_is_hash_neutral_at_reference_and_reaches_the_augmentation(mon
     monkeypatch.setattr(cdata, "AVPretrainDataset", lambda *a, **k: made.append(k["video_transform"].ops))
     cdata.dataset_from_config(demo, progress=False); cdata.dataset_from_config(fast, progress=False)
     assert made == ["reference", "fast"]
+
+
+def test_demo_world_is_hash_neutral_when_empty_and_reaches_the_generator(monkeypatch):
+    "data.demo_world was added after the sweep's runs were recorded: {} keeps the committed run id (read from the"
+    "committed mild seed-0 run), a change is a different run, and pretrain_manifest renders that world."
+    import json
+    import crisscross.demo as cdemo
+    from crisscross.data import pretrain_manifest
+    root = Path(__file__).parent.parent
+    demo = load_config(root / "configs" / "demo.yaml")
+    changed = load_config(root / "configs" / "demo.yaml", ["data.demo_world={n_sources: [3, 3], shot_seconds: [2, 4]}"])
+    committed = json.loads((root / "runs/ablations/relaxation=mild/async_loss=on/size=s/seed=0/metrics.json").read_text())
+    assert demo.data.demo_world == {} and run_id(demo) == committed["run_id"]
+    without = to_dict(demo); del without["data"]["demo_world"]
+    assert config_hash(demo) == config_hash(without) and diff_config(demo, without) == []
+    assert run_id(changed) != run_id(demo)
+    assert sorted(k for k, _, _ in diff_config(demo, changed)) == ["data.demo_world.n_sources", "data.demo_world.shot_seconds"]
+    w = cdemo.demo_world(changed.data.demo_world)
+    assert (w.n_sources, w.shot_seconds, w.hue_spread) == ((3, 3), (2.0, 4.0), cdemo.DemoWorld().hue_spread)
+    assert cdemo.demo_world({}) == cdemo.demo_world(None) == cdemo.DemoWorld()
+    seen = []
+    monkeypatch.setattr(cdemo, "generate_demo", lambda root, **k: seen.append(k["world"]) or Path(root) / "m.csv")
+    for cfg in (demo, changed): pretrain_manifest(cfg.data, progress=False)
+    assert [x.fingerprint() for x in seen] == [cdemo.DemoWorld().fingerprint(), w.fingerprint()] and seen[0] != seen[1]
+    with pytest.raises(ValueError, match="data.demo_world=.*dataset 'kinetics'"):
+        load_config(overrides=["data.dataset=kinetics", "data.manifest=m.csv", "data.demo_world={n_sources: [3, 3]}"])
