@@ -85,6 +85,8 @@ DEFAULT_CLASSES = (
 )
 
 DEMO_VERSION = 2  # bump when rendering changes: it enters the world fingerprint, hence the clip ids
+# fields added after worlds were rendered and committed: at these values they leave the fingerprint (and clip ids) as before
+_FINGERPRINT_NEUTRAL = {'guests': 0}
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class DemoWorld:
     offscreen_db: tuple = (-12.0, -3.0)  # their level relative to the on-screen source
     distractor_prob: float = 0.6    # chance that a shot has a distractor dot
     hue_spread: float = 0.05        # a source's hue: its class's colour family +- this (fraction of the hue circle)
+    guests: int = 0                 # sources per clip taken from another class (seen and heard in their own shots); 0: all the clip's class
     radius: tuple = (0.26, 0.5)     # object radius (fraction of half the frame), from high to low pitch
     bg_saturation: tuple = (0.05, 0.35)  # background colour saturation range
     flash: float = 0.6              # strength of the visual event at each onset
@@ -124,6 +127,9 @@ class DemoWorld:
             raise ValueError(f"DemoWorld: n_sources={self.n_sources!r} must be (lo, hi) with 1 <= lo <= hi")
         if not 0 < self.shot_seconds[0] <= self.shot_seconds[1]:
             raise ValueError(f"DemoWorld: shot_seconds={self.shot_seconds!r} must be (lo, hi) with 0 < lo <= hi")
+        if not (isinstance(self.guests, (int, np.integer)) and 0 <= self.guests < lo):
+            raise ValueError(f"DemoWorld: guests={self.guests!r} must be an int in [0, n_sources[0]={lo}): a clip keeps "
+                             "at least one source of its own class")
 
     @property
     def class_names(self) -> list[str]: return [c.name for c in self.classes]
@@ -133,7 +139,8 @@ class DemoWorld:
         nested classes takes ~0.4 ms and `demo_plan` asks once per clip (0.5 s for the 1,400 clips of size `s`)."""
         cached = self.__dict__.get('_fingerprint')
         if cached is None or cached[0] != DEMO_VERSION:
-            blob = json.dumps({'v': DEMO_VERSION, **asdict(self)}, sort_keys=True, default=str)
+            fields = {k: v for k, v in asdict(self).items() if not (k in _FINGERPRINT_NEUTRAL and v == _FINGERPRINT_NEUTRAL[k])}
+            blob = json.dumps({'v': DEMO_VERSION, **fields}, sort_keys=True, default=str)
             cached = (DEMO_VERSION, hashlib.sha256(blob.encode()).hexdigest()[:6])
             object.__setattr__(self, '_fingerprint', cached)   # not a field: eq, hash, repr and asdict never see it
         return cached[1]
@@ -196,10 +203,14 @@ def _hsv2rgb(h, s, v):
     return np.asarray(v, np.float32)[..., None] * (1 - np.asarray(s, np.float32)[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1))
 
 
-def _draw_sources(world, rng, n, spec):
-    "Per-source attributes, constant over the clip: hue, pitch and the size tied to it, tempo, texture frequency."
+def _draw_sources(world, rng, n, spec, class_idx=None):
+    """Per-source attributes, constant over the clip: hue, pitch and the size tied to it, tempo, texture frequency, and
+    `cls`, the class whose signatures the source has: `class_idx` (that of `spec`), but for the last `world.guests`
+    sources, each of a different class drawn from the others, with its colour family (drawn after everything else,
+    so a world without guests draws exactly what it drew before guests existed)."""
     u = rng.uniform(0, 1, n)
-    return pd.DataFrame(dict(
+    host = -1 if class_idx is None else int(class_idx)
+    df = pd.DataFrame(dict(
         hue=(COLOURS[spec.visual.colour] + rng.uniform(-world.hue_spread, world.hue_spread, n)) % 1.0,
         f0=160.0 * 4.0 ** u,                                   # 160-640 Hz, log-uniform
         radius=np.clip(world.radius[1] - (world.radius[1] - world.radius[0]) * u + rng.normal(0, 0.02, n), *world.radius),  # bigger sounds lower
@@ -207,7 +218,17 @@ def _draw_sources(world, rng, n, spec):
         tex_freq=rng.uniform(5.5, 8.5, n),
         bright=rng.uniform(0.7, 1.8, n),                       # harmonic roll-off exponent
         decay=rng.uniform(0.8, 1.25, n),                       # scales the envelope's time constants
+        cls=np.full(n, host),
     ))
+    if world.guests:
+        if class_idx is None: raise ValueError("_draw_sources: a world with guests needs the clip's class_idx")
+        others = [c for c in range(len(world.classes)) if c != host]
+        picks = rng.choice(others, size=world.guests, replace=False)
+        for row, g in zip(range(n - world.guests, n), picks):
+            offset = (df.at[row, 'hue'] - COLOURS[spec.visual.colour] + 0.5) % 1.0 - 0.5   # the drawn +- hue_spread
+            df.at[row, 'hue'] = (COLOURS[world.classes[g].visual.colour] + offset) % 1.0
+            df.at[row, 'cls'] = int(g)
+    return df
 
 
 def _draw_shots(world, rng, n_sources):
@@ -425,7 +446,7 @@ def render_clip(class_idx: int, rng: np.random.Generator, world: DemoWorld | Non
     # a signature then render identically in that modality from the same rng (their ambiguity is exact)
     rng, vrng, arng = rng.spawn(3)
     lo, hi = world.n_sources
-    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), spec)
+    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), spec, class_idx)
     shots = _draw_shots(world, rng, len(sources))
     video = np.empty((T, world.size, world.size, 3), np.uint8)
     audio = np.zeros(N)
@@ -433,6 +454,7 @@ def render_clip(class_idx: int, rng: np.random.Generator, world: DemoWorld | Non
     fade = int(0.004 * sr)
     for k, sh in enumerate(shots.itertuples()):
         src = sources.iloc[sh.source]
+        spec = world.classes[int(src.cls)]   # the clip's class, or a guest's
         times = _onset_times(spec.acoustic.rhythm, rng, sh.start, sh.end, src.tempo)
         f0, f1 = int(np.ceil(sh.start * fps - 1e-9)), int(np.ceil(sh.end * fps - 1e-9))
         s0, s1 = int(round(sh.start * sr)), int(round(sh.end * sr))
@@ -506,11 +528,11 @@ def demo_scene(seed: int, split: str, index: int, world: DemoWorld | None = None
     world = world or DemoWorld()
     _check_seed('demo_scene', seed)
     _check_choice('demo_scene', 'split', split, SPLITS)
-    spec = world.classes[clip_class(split, index, world)]
+    c = clip_class(split, index, world)
     rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], int(index)])
     rng, _, _ = rng.spawn(3)
     lo, hi = world.n_sources
-    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), spec)
+    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), world.classes[c], c)
     shots = _draw_shots(world, rng, len(sources))
     return ClipEvents(shots=shots, onsets=pd.DataFrame(columns=['time', 'source', 'shot', 'frame', 'sample']), sources=sources)
 

@@ -377,3 +377,46 @@ def test_generate_demo_command_renders_the_chosen_splits(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "splits=['pretrain', 'sideways']" in err and "'val'" in err
     assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.mp4"))
+
+
+# --- guests: sources of another class in a clip --------------------------------------------------------------------
+def test_guests_leave_the_default_world_unchanged():
+    "guests was added after the default world was rendered and committed: at 0 it is not part of the fingerprint (the"
+    "formula of the days before guests, recomputed here), and the sources' draws are those of before (cls = the class)."
+    import json
+    from dataclasses import asdict
+    import crisscross.demo as demo
+    before = {k: v for k, v in asdict(W).items() if k != 'guests'}
+    blob = json.dumps({'v': demo.DEMO_VERSION, **before}, sort_keys=True, default=str)
+    assert W.fingerprint() == DemoWorld(guests=0).fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:6]
+    assert DemoWorld(n_sources=(2, 2), guests=1).fingerprint() != DemoWorld(n_sources=(2, 2)).fingerprint()
+    for i in range(8):
+        ev = demo.demo_scene(0, 'pretrain', i)
+        assert (ev.sources.cls == i % 8).all()
+
+
+def test_guest_shots_are_rendered_with_the_guests_class(monkeypatch):
+    import crisscross.demo as demo
+    w = DemoWorld(n_sources=(3, 3), guests=1, shot_seconds=(1.5, 3.0))
+    seen = []   # (source, class spec) of every shot's picture and sound
+    real_v, real_a = demo._render_shot_video, demo._render_shot_audio
+    monkeypatch.setattr(demo, '_render_shot_video', lambda world, spec, src, *a: seen.append(('v', src.name, spec)) or real_v(world, spec, src, *a))
+    monkeypatch.setattr(demo, '_render_shot_audio', lambda world, spec, src, *a: seen.append(('a', src.name, spec)) or real_a(world, spec, src, *a))
+    guest_classes = set()
+    for i in range(8):
+        seen.clear()
+        video, audio, ev, c = demo_clip(0, 'pretrain', i, w)
+        src = ev.sources
+        assert list(src.cls[:2]) == [c, c] and src.cls[2] != c                     # the last source is the guest
+        guest_classes.add(int(src.cls[2]))
+        g = w.classes[int(src.cls[2])]
+        off = (src.hue[2] - demo.COLOURS[g.visual.colour] + 0.5) % 1 - 0.5
+        assert abs(off) <= w.hue_spread + 1e-9                                     # in the guest's colour family
+        assert sorted(s for _, s, _ in seen) == sorted(2 * list(ev.shots.source))   # one picture, one sound per shot
+        assert all(spec == w.classes[int(src.cls[s])] for _, s, spec in seen)
+        assert 2 in set(ev.shots.source) or len(ev.shots) < 3
+        scene = demo.demo_scene(0, 'pretrain', i, w)                               # the fast path draws the same scene
+        assert scene.sources.equals(src) and scene.shots.equals(ev.shots)
+    assert len(guest_classes) >= 3                                                 # guests come from several classes
+    with pytest.raises(ValueError, match=r"guests=2 must be an int in \[0, n_sources\[0\]=2\)"):
+        DemoWorld(guests=2)
