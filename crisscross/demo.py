@@ -553,7 +553,8 @@ def relaxation_content(modes=None, n_clips: int = 200, seed: int = 0, policy: st
                        world: DemoWorld | None = None) -> pd.DataFrame:
     """For each relaxation mode, over `n_clips` pre-training clips: how often the video views show the same source
     (`v1~v2`), and the share of the synchronous (`v1~a1`) and asynchronous (`v1~a2`) audio view during which the
-    source shown in `v1` plays; plus the mean distance between the view centres."""
+    source shown in `v1` plays; plus the mean distance between the view centres. In a world with guests, also the
+    share of each audio view during which a source of the same class as `v1`'s plays (`v1~a1 class`, `v1~a2 class`)."""
     from crisscross.sampler import MODES, RelaxationSampler
     world = world or DemoWorld()
     rows = []
@@ -561,14 +562,21 @@ def relaxation_content(modes=None, n_clips: int = 200, seed: int = 0, policy: st
         sampler = RelaxationSampler(mode=mode, policy=policy, seed=seed)
         acc = []
         for i in range(n_clips):
-            shots = demo_scene(seed, 'pretrain', i, world).shots
+            scene = demo_scene(seed, 'pretrain', i, world)
+            shots = scene.shots
             w = sampler(world.duration, world.duration, 0, i)
             s1, s2 = source_at(shots, w.v1.centre), source_at(shots, w.v2.centre)
-            acc.append((s1 == s2, source_share(shots, w.a1.start, w.a1.end, s1),
-                        source_share(shots, w.a2.start, w.a2.end, s1), abs(w.v2.centre - w.v1.centre)))
+            row = [s1 == s2, source_share(shots, w.a1.start, w.a1.end, s1),
+                   source_share(shots, w.a2.start, w.a2.end, s1), abs(w.v2.centre - w.v1.centre)]
+            if world.guests:   # a shot of the same class: relabel the shots by class, then the share of v1's class
+                by_cls = shots.assign(source=scene.sources.cls.to_numpy()[shots.source.to_numpy()])
+                c1 = int(scene.sources.cls.iloc[s1])
+                row += [source_share(by_cls, w.a1.start, w.a1.end, c1), source_share(by_cls, w.a2.start, w.a2.end, c1)]
+            acc.append(row)
         a = np.asarray(acc, float)
-        rows.append(dict(mode=mode, **{'v1~v2': a[:, 0].mean(), 'v1~a1': a[:, 1].mean(), 'v1~a2': a[:, 2].mean(),
-                                       'shift_s': a[:, 3].mean()}))
+        r = {'v1~v2': a[:, 0].mean(), 'v1~a1': a[:, 1].mean(), 'v1~a2': a[:, 2].mean(), 'shift_s': a[:, 3].mean()}
+        if world.guests: r.update({'v1~a1 class': a[:, 4].mean(), 'v1~a2 class': a[:, 5].mean()})
+        rows.append(dict(mode=mode, **r))
     return pd.DataFrame(rows).set_index('mode')
 
 # %% ../nbs/08_demo.ipynb #63590027

@@ -420,3 +420,16 @@ def test_guest_shots_are_rendered_with_the_guests_class(monkeypatch):
     assert len(guest_classes) >= 3                                                 # guests come from several classes
     with pytest.raises(ValueError, match=r"guests=2 must be an int in \[0, n_sources\[0\]=2\)"):
         DemoWorld(guests=2)
+
+
+def test_relaxation_content_reports_class_shares_only_with_guests():
+    from crisscross.demo import relaxation_content
+    plain = relaxation_content(modes=['extreme'], n_clips=20)
+    assert list(plain.columns) == ['v1~v2', 'v1~a1', 'v1~a2', 'shift_s']
+    w = DemoWorld(n_sources=(3, 3), guests=1, shot_seconds=(1.5, 3.0))
+    rc = relaxation_content(modes=['none', 'extreme'], n_clips=40, world=w)
+    # a class plays at least whenever its source does; only a guest makes the class share smaller than 1
+    assert (rc['v1~a1 class'] >= rc['v1~a1'] - 1e-12).all() and (rc['v1~a2 class'] >= rc['v1~a2'] - 1e-12).all()
+    assert (rc[['v1~a1 class', 'v1~a2 class']] < 1).all().all()
+    assert rc.loc['none', 'v1~a1 class'] == rc.loc['none', 'v1~a2 class']               # no relaxation: same window
+    assert rc.loc['extreme', 'v1~a1 class'] - rc.loc['extreme', 'v1~a2 class'] > 0.1    # far apart: another class often
