@@ -381,7 +381,7 @@ def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True, splits=Non
     if data_cfg.dataset == "demo":
         from crisscross.demo import default_demo_root, demo_world, generate_demo
         root = Path(data_cfg.root) if data_cfg.root else default_demo_root()
-        world = demo_world(getattr(data_cfg, "demo_world", None) or None)   # {} / absent: the default world
+        world = demo_world(getattr(data_cfg, "demo_world", None))   # {} or absent: the default world
         return generate_demo(root, size=data_cfg.demo_size, seed=seed, progress=progress, splits=splits, world=world), root
     man = Path(data_cfg.manifest)
     if not man.exists(): raise FileNotFoundError(f"data.manifest={str(man)!r} does not exist")

@@ -203,13 +203,13 @@ def _hsv2rgb(h, s, v):
     return np.asarray(v, np.float32)[..., None] * (1 - np.asarray(s, np.float32)[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1))
 
 
-def _draw_sources(world, rng, n, spec, class_idx=None):
+def _draw_sources(world, rng, n, class_idx):
     """Per-source attributes, constant over the clip: hue, pitch and the size tied to it, tempo, texture frequency, and
-    `cls`, the class whose signatures the source has: `class_idx` (that of `spec`), but for the last `world.guests`
-    sources, each of a different class drawn from the others, with its colour family (drawn after everything else,
-    so a world without guests draws exactly what it drew before guests existed)."""
+    `cls`, the class whose signatures the source has: the clip's `class_idx`, but for the last `world.guests` sources,
+    each of a different class drawn from the others, with its colour family (drawn after everything else, so a world
+    without guests draws exactly what it drew before guests existed)."""
+    spec = world.classes[class_idx]
     u = rng.uniform(0, 1, n)
-    host = -1 if class_idx is None else int(class_idx)
     df = pd.DataFrame(dict(
         hue=(COLOURS[spec.visual.colour] + rng.uniform(-world.hue_spread, world.hue_spread, n)) % 1.0,
         f0=160.0 * 4.0 ** u,                                   # 160-640 Hz, log-uniform
@@ -218,11 +218,10 @@ def _draw_sources(world, rng, n, spec, class_idx=None):
         tex_freq=rng.uniform(5.5, 8.5, n),
         bright=rng.uniform(0.7, 1.8, n),                       # harmonic roll-off exponent
         decay=rng.uniform(0.8, 1.25, n),                       # scales the envelope's time constants
-        cls=np.full(n, host),
+        cls=np.full(n, int(class_idx)),
     ))
     if world.guests:
-        if class_idx is None: raise ValueError("_draw_sources: a world with guests needs the clip's class_idx")
-        others = [c for c in range(len(world.classes)) if c != host]
+        others = [c for c in range(len(world.classes)) if c != class_idx]
         picks = rng.choice(others, size=world.guests, replace=False)
         for row, g in zip(range(n - world.guests, n), picks):
             offset = (df.at[row, 'hue'] - COLOURS[spec.visual.colour] + 0.5) % 1.0 - 0.5   # the drawn +- hue_spread
@@ -440,13 +439,13 @@ def render_clip(class_idx: int, rng: np.random.Generator, world: DemoWorld | Non
     world = world or DemoWorld()
     if not (isinstance(class_idx, (int, np.integer)) and 0 <= class_idx < len(world.classes)):
         raise ValueError(f"render_clip: class_idx={class_idx!r} must be an int in [0, {len(world.classes)})")
-    spec, fps, sr = world.classes[class_idx], world.fps, world.sample_rate
+    fps, sr = world.fps, world.sample_rate
     T, N = int(round(world.duration * fps)), int(round(world.duration * sr))
     # independent streams for the scene (sources, shots, onsets), the picture and the sound: two classes that share
     # a signature then render identically in that modality from the same rng (their ambiguity is exact)
     rng, vrng, arng = rng.spawn(3)
     lo, hi = world.n_sources
-    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), spec, class_idx)
+    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), class_idx)
     shots = _draw_shots(world, rng, len(sources))
     video = np.empty((T, world.size, world.size, 3), np.uint8)
     audio = np.zeros(N)
@@ -454,7 +453,7 @@ def render_clip(class_idx: int, rng: np.random.Generator, world: DemoWorld | Non
     fade = int(0.004 * sr)
     for k, sh in enumerate(shots.itertuples()):
         src = sources.iloc[sh.source]
-        spec = world.classes[int(src.cls)]   # the clip's class, or a guest's
+        spec = world.classes[int(src.cls)]   # the clip's class, or a guest's: its signatures draw this shot
         times = _onset_times(spec.acoustic.rhythm, rng, sh.start, sh.end, src.tempo)
         f0, f1 = int(np.ceil(sh.start * fps - 1e-9)), int(np.ceil(sh.end * fps - 1e-9))
         s0, s1 = int(round(sh.start * sr)), int(round(sh.end * sr))
@@ -532,7 +531,7 @@ def demo_scene(seed: int, split: str, index: int, world: DemoWorld | None = None
     rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], int(index)])
     rng, _, _ = rng.spawn(3)
     lo, hi = world.n_sources
-    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), world.classes[c], c)
+    sources = _draw_sources(world, rng, int(rng.integers(lo, hi + 1)), c)
     shots = _draw_shots(world, rng, len(sources))
     return ClipEvents(shots=shots, onsets=pd.DataFrame(columns=['time', 'source', 'shot', 'frame', 'sample']), sources=sources)
 
