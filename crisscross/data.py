@@ -23,7 +23,7 @@ from .transforms import AUDIO_STATS, AudioAugment, AudioEval, VideoAugment, Vide
 # %% auto #0
 __all__ = ['BAD_CLIP_POLICIES', 'WINDOW_FIELDS', 'EVAL_POLICIES', 'load_rows', 'resolve_root', 'SkippedClip', 'DecodedCache',
            'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts', 'AVEvalDataset',
-           'pretrain_manifest', 'dataset_from_config']
+           'pretrain_manifest', 'decoded_cache', 'dataset_from_config']
 
 # %% ../nbs/09_data.ipynb #1bcc147a
 def load_rows(manifest, split=None) -> pd.DataFrame:
@@ -387,14 +387,19 @@ def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True, splits=Non
     if not man.exists(): raise FileNotFoundError(f"data.manifest={str(man)!r} does not exist")
     return man, resolve_root(man, data_cfg.root)
 
+def decoded_cache(data_cfg, root) -> DecodedCache | None:
+    """The `DecodedCache` under `<root>/.decoded` of a run with data config `data_cfg` (None when `decoded_cache` is off);
+    pre-training and the demo evaluation share it, so each clip is decoded once for both."""
+    d = data_cfg
+    if not getattr(d, "decoded_cache", False): return None
+    return DecodedCache(Path(root) / ".decoded" / f"{d.decode_size or 'native'}_{d.sample_rate}", d.decode_size, d.sample_rate, d.backend)
+
 def dataset_from_config(cfg, progress: bool = True, **overrides) -> AVPretrainDataset:
     "The `AVPretrainDataset` of a `RunConfig` (`overrides` go to the dataset, e.g. custom transforms)."
     man, root = pretrain_manifest(cfg.data, progress=progress, splits=(cfg.data.split,))   # the demo: only that split
     d, s = cfg.data, cfg.sampler
     sampler = RelaxationSampler(s.mode, s.policy, s.video_len, s.audio_len, seed=cfg.train.seed)
-    cache = None
-    if getattr(d, "decoded_cache", False):
-        cache = DecodedCache(root / ".decoded" / f"{d.decode_size or 'native'}_{d.sample_rate}", d.decode_size, d.sample_rate, d.backend)
+    cache = decoded_cache(d, root)
     kw = dict(split=d.split, fps=d.fps, sample_rate=d.sample_rate, frame_size=d.frame_size, decode_size=d.decode_size,
               n_mels=d.n_mels, backend=d.backend, bad_clip_policy=d.bad_clip_policy, audio_stats=(d.audio_mean, d.audio_std),
               clips_per_video=cfg.optim.clips_per_video, cache=cache)

@@ -42,13 +42,13 @@ __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR',
            'EPOCH_KNN_POINTS', 'SWEEP_ABLATIONS', 'DEFAULT_SEEDS', 'BASELINE_IGNORES', 'EVAL_EXTRAS',
            'FULL_EVAL_ABLATIONS', 'NOTEBOOK', 'RUNNERS', 'PROVENANCE', 'EXTRA_COLUMNS', 'TRAIN_TAIL_KEYS',
            'AblationParams', 'resolve_path', 'override_list', 'check_params', 'run_name', 'run_dir', 'resolve_config',
-           'identity', 'materialize', 'decoded_cache', 'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features',
-           'probe_on_val', 'demo_metrics', 'knn_metrics', 'crossmodal_control', 'temporal_control', 'ViewsAsClips',
-           'initial_backbones', 'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced',
-           'stale_reason', 'AblationRun', 'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun',
-           'steps_per_epoch', 'matched_epochs', 'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status',
-           'run_sweep', 'sweep_summary', 'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect',
-           'parse_value', 'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
+           'identity', 'materialize', 'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features', 'probe_on_val',
+           'demo_metrics', 'knn_metrics', 'crossmodal_control', 'temporal_control', 'ViewsAsClips', 'initial_backbones',
+           'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun',
+           'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs',
+           'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep', 'sweep_summary',
+           'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value', 'sweep_parser',
+           'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -256,13 +256,6 @@ def materialize(dataset, keys: Sequence[str], spec: Mapping | None = None, cache
     return out
 
 # %% ../nbs/17_experiment.ipynb #01ba5609
-def decoded_cache(cfg: RunConfig, root):
-    "The `DecodedCache` the trainer uses for `cfg` (None when `data.decoded_cache` is off)."
-    if not cfg.data.decoded_cache: return None
-    from crisscross.data import DecodedCache
-    d = cfg.data
-    return DecodedCache(Path(root) / ".decoded" / f"{d.decode_size or 'native'}_{d.sample_rate}", d.decode_size, d.sample_rate, d.backend)
-
 def eval_dataset_kwargs(cfg: RunConfig, clips: int) -> dict:
     "`AVEvalDataset` settings that match the pre-training views of `cfg`: view lengths, input size, log-mel statistics."
     d = cfg.data
@@ -273,9 +266,9 @@ def eval_dataset_kwargs(cfg: RunConfig, clips: int) -> dict:
 def demo_eval_inputs(cfg: RunConfig, manifest, root, split: str, clips: int, classes=None, cache_dir=None,
                      num_workers: int = 0) -> dict:
     "The materialized labelled `split` of `manifest` (see `materialize`), with its `classes`."
-    from crisscross.data import AVEvalDataset
+    from crisscross.data import AVEvalDataset, decoded_cache
     kw = eval_dataset_kwargs(cfg, clips)
-    ds = AVEvalDataset(manifest, root, split, classes=classes, cache=decoded_cache(cfg, root), **kw)
+    ds = AVEvalDataset(manifest, root, split, classes=classes, cache=decoded_cache(cfg.data, root), **kw)   # the trainer's cache
     spec = {"kind": "av-eval", "rows": frame_signature(ds.rows), "root": str(root), "split": split,
             "classes": list(ds.classes), "decoded_cache": cfg.data.decoded_cache, **kw}
     out = materialize(ds, ("video", "audio"), spec, cache_dir, num_workers=num_workers)

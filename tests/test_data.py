@@ -248,9 +248,31 @@ def test_dataset_from_config(tmp_path, monkeypatch):
     ds = dataset_from_config(cfg, progress=False)
     assert len(ds) == 6 and ds.sampler.mode == "extreme" and ds.seed == 7 and ds.root == root.resolve()
     assert ds[0]["v1"].shape == (3, 8, 32, 32)
+    assert ds.cache is None                                       # data.decoded_cache off (the default)
     cfg = load_config(None, ["data.dataset=csv", f"data.manifest={tmp_path / 'nope.csv'}"])
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         dataset_from_config(cfg)
+
+
+def test_decoded_cache_is_shared_by_pretraining_and_evaluation(tmp_path):
+    "Pre-training and the demo evaluation decode into the same `<root>/.decoded/<size>_<rate>` directory."
+    from crisscross.config import load_config
+    from crisscross.data import decoded_cache
+    from crisscross.demo import generate_demo
+    from crisscross.experiment import demo_eval_inputs
+    root = tmp_path / "demo"
+    man = generate_demo(root, size="xs", n_clips={"pretrain": 1, "train": 0, "val": 0, "test": 1}, progress=False)
+    cfg = load_config(None, ["data.dataset=csv", f"data.manifest={man}", "data.frame_size=32", "data.n_mels=40",
+                             "data.decoded_cache=true", "data.decode_size=48"])
+    ds = dataset_from_config(cfg, progress=False)
+    assert ds.cache.dir == decoded_cache(cfg.data, root).dir == root.resolve() / ".decoded" / "48_16000"
+    ds[0]
+    before = sorted(p.name for p in ds.cache.dir.rglob("*") if p.is_file())
+    assert before, "pre-training wrote nothing to the decoded cache"
+    demo_eval_inputs(cfg, man, root.resolve(), "test", clips=1)
+    after = sorted(p.name for p in ds.cache.dir.rglob("*") if p.is_file())
+    assert set(before) < set(after), "the evaluation did not decode into the pre-training cache"
+    assert decoded_cache(load_config(None, []).data, root) is None
 
 
 def test_dataset_from_config_renders_only_the_pretrain_split(tmp_path, monkeypatch):
