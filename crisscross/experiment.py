@@ -883,15 +883,21 @@ def training_tail(run_directory, frac: float = 0.1, keys: Sequence[str] = TRAIN_
     and asynchronous loss terms, the other-clip control and the collapse monitor, as `train_<key>` columns, plus
     `train_sync_gap` (async - sync loss term per logged window: how much more the synchronous pairs agree than the
     asynchronous ones of the same batches) with its standard error over the windows `train_sync_gap_se` ({} when the
-    run has no training log, e.g. the random-init baseline)."""
+    run has no training log, e.g. the random-init baseline). Where the trainer logged window means (`<key>_win`, since
+    session 9) they are used: every step of the tail counts, not only the last of each window; `train_tail_steps`
+    says how many steps the means cover."""
     path = Path(run_directory) / "metrics.jsonl"
     if not path.exists(): return {}
     rows = [r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip()) if "xm_margin" in r]
     if not rows: return {}
     tail = rows[-max(3, int(round(len(rows) * frac))):]
-    out = {f"train_{k}": round(float(np.nanmean([r.get(k, np.nan) for r in tail])), 5) for k in keys
-           if any(k in r for r in tail)}
-    gap = np.array([r["async"] - r["sync"] for r in tail if r.get("sync") is not None and r.get("async") is not None], float)
+    windowed = all("win_steps" in r for r in tail)       # the trainer's window means (<key>_win) where it logged them
+    col = lambda k: f"{k}_win" if windowed and all(f"{k}_win" in r for r in tail) else k
+    out = {f"train_{k}": round(float(np.nanmean([r.get(col(k), np.nan) for r in tail])), 5) for k in keys
+           if any(col(k) in r for r in tail)}
+    out["train_tail_steps"] = int(sum(r["win_steps"] for r in tail)) if windowed else len(tail)
+    s, a = col("sync"), col("async")
+    gap = np.array([r[a] - r[s] for r in tail if r.get(s) is not None and r.get(a) is not None], float)
     gap = gap[np.isfinite(gap)]
     if len(gap) > 1:   # cosine(sync) - cosine(async) of the same batches (the terms are negative cosines), its standard error
         out.update(train_sync_gap=round(float(gap.mean()), 5), train_sync_gap_se=round(float(gap.std(ddof=1) / len(gap) ** 0.5), 5))

@@ -31,9 +31,9 @@ from .model import CrissCross
 from .optim import build_optimizer, build_scheduler, unwrap_model
 
 # %% auto #0
-__all__ = ['collapse_std', 'other_clip_control', 'set_bn_mode', 'MetricsLog', 'read_metrics', 'EpochIndexSampler', 'EpochKeyed',
-           'StopFlag', 'first_nonfinite_grad', 'cap_per_class', 'knn_datasets', 'set_cpu_threads', 'check_run_config',
-           'Trainer', 'pretrain']
+__all__ = ['WINDOW_MEAN_KEYS', 'collapse_std', 'other_clip_control', 'set_bn_mode', 'MetricsLog', 'read_metrics',
+           'EpochIndexSampler', 'EpochKeyed', 'StopFlag', 'first_nonfinite_grad', 'cap_per_class', 'knn_datasets',
+           'set_cpu_threads', 'check_run_config', 'Trainer', 'pretrain']
 
 # %% ../nbs/14_trainer.ipynb #12e93a8d
 def collapse_std(z: torch.Tensor) -> float:
@@ -49,6 +49,10 @@ def other_clip_control(z: dict, p: dict) -> dict:
     roll = lambda x: torch.roll(x, 1, 0)
     other = (cos(p["v1"], roll(z["a1"])) + cos(p["a1"], roll(z["v1"])) + cos(p["v2"], roll(z["a2"])) + cos(p["a2"], roll(z["v2"]))) / 4
     return {"xm_own": float(own), "xm_other": float(other), "xm_margin": float(own - other)}
+
+# step scalars also logged as their mean over every step of the logging window, as `<key>_win` (with `win_steps`):
+# one step's sync/async terms are too noisy to compare (research e12-e17, book demo page)
+WINDOW_MEAN_KEYS = ("loss", "intra", "sync", "async", "xm_own", "xm_other", "xm_margin")
 
 def set_bn_mode(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     "`batch`: BatchNorm normalises with batch statistics (training, published); `frozen`: with its running statistics."
@@ -364,7 +368,7 @@ class Trainer:
         loader = DataLoader(EpochKeyed(self.dataset), batch_size=self.device_batch, sampler=keys, num_workers=nw,
                             collate_fn=collate_views, drop_last=True, pin_memory=info.device.type == "cuda",
                             prefetch_factor=4 if nw else None)
-        t_start, stopped, window = time.perf_counter(), None, dict(t=time.perf_counter(), wait=0.0, clips=0)
+        t_start, stopped, window = time.perf_counter(), None, dict(t=time.perf_counter(), wait=0.0, clips=0, sums={})
         it = None
         with StopFlag() as flag:
             try:
@@ -384,6 +388,9 @@ class Trainer:
                     stats = self.train_step(micro)
                     self.step += 1
                     window["clips"] += stats["clips"]
+                    for k in WINDOW_MEAN_KEYS:                 # (sum, steps) of the finite values of the window
+                        if k in stats and math.isfinite(stats[k]):
+                            s, n = window["sums"].get(k, (0.0, 0)); window["sums"][k] = (s + stats[k], n + 1)
                     stop = all_reduce_sum(torch.tensor(float(flag.set)))
                     knn_due = self.knn_due()                   # the same on every process
                     knn = self.knn_accuracies(window) if knn_due else {}
@@ -411,10 +418,16 @@ class Trainer:
         row = {"step": self.step, "epoch": self.epoch, **{k: float(v) for k, v in zip(keys, vals)}}
         clips = float(all_reduce_sum(torch.tensor(float(window["clips"]))))
         row.update(clips_per_s=clips / dt, wait_frac=window["wait"] / dt, skipped=sum(self.skips.values()))
+        wkeys = [k for k in WINDOW_MEAN_KEYS if k in stats]          # the same keys on every process
+        sums = window["sums"]
+        wmeans = all_reduce_mean(torch.tensor([sums[k][0] / sums[k][1] if sums.get(k, (0, 0))[1] else float("nan")
+                                               for k in wkeys], dtype=torch.float64))
+        row.update({f"{k}_win": float(v) for k, v in zip(wkeys, wmeans)},
+                   win_steps=max((n for _, n in sums.values()), default=0))
         for g in self.optimizer.param_groups: row[f"lr_{g['name']}"] = g["lr"]
         row.update(extra or {})                          # rank 0's kNN monitor
         log.write(row)
-        window.update(t=now, wait=0.0, clips=0)
+        window.update(t=now, wait=0.0, clips=0, sums={})
 
     # ------------------------------------------------------------------ the online kNN monitor
     def knn_due(self) -> bool:

@@ -150,6 +150,23 @@ def test_seeds(manifest, tmp_path):
     assert not np.allclose(curves["a"], curves["c"])
 
 
+def test_window_means_are_the_means_of_the_steps(manifest, tmp_path):
+    "`<key>_win` is the mean of every step of a logging window; the plain columns are its last step; training is the same."
+    logs = {}
+    for every in (1, 2):
+        cfg = load_config(DEMO_CFG, overrides(manifest, tmp_path, **{"train.log_every_steps": every,
+                                                                    "train.run_name": f"log{every}"}))
+        pretrain(cfg, progress=False)
+        logs[every] = read_metrics(tmp_path / f"log{every}").set_index("step")
+    one, two = logs[1], logs[2]
+    assert two.index.tolist() == [2, 4] and two.win_steps.tolist() == [2, 2] and one.win_steps.tolist() == [1] * 4
+    for k in ("loss", "sync", "async", "xm_margin"):
+        np.testing.assert_allclose(two[k], one[k].loc[[2, 4]], rtol=0, atol=1e-7, err_msg=k)          # last step
+        np.testing.assert_allclose(two[f"{k}_win"], [one[k].loc[[1, 2]].mean(), one[k].loc[[3, 4]].mean()],
+                                   rtol=0, atol=1e-7, err_msg=k)
+    same_params(final_state(tmp_path / "log1"), final_state(tmp_path / "log2"))
+
+
 def test_nan_loss_stops_with_the_step(manifest, tmp_path):
     from crisscross.data import dataset_from_config
 
