@@ -472,14 +472,16 @@ RECIPE_CONTROLS = ("xm_own", "xm_other", "xm_margin", "xm_r1", "xm_sync_gap", "t
                    "train_std_v", "train_std_a")
 
 
-def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss") -> dict | None:
-    """The demo recipe (full loss, default relaxation) against the random-init baseline, seed by seed, from the committed
-    `<ablation>.csv`: `{'table': per-seed DataFrame, 'summary': DataFrame, 'checks': [(criterion, value, holds)]}`,
-    or None when the table is not there yet. Every criterion is computed from the table, so a new sweep changes it."""
+def recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss",
+                 label: str = "pre-trained (demo recipe)") -> dict | None:
+    """The demo recipe (full loss, default relaxation; or `setting` of another collected `<ablation>.csv`, e.g. a
+    research recipe) against the random-init baseline, seed by seed, from the committed `<ablation>.csv`:
+    `{'table': per-seed DataFrame, 'summary': DataFrame, 'checks': [(criterion, value, holds)]}`, or None when the
+    table or either setting is not there yet. Every criterion is computed from the table, so a new sweep changes it."""
     df = read_results(ablation, data_dir)
     if df is None or not {setting, BASELINE} <= set(df["setting"]): return None
     d = df[df["setting"].isin([setting, BASELINE])].copy()
-    d["setting"] = d["setting"].map({setting: "pre-trained (demo recipe)", BASELINE: "random init"})
+    d["setting"] = d["setting"].map({setting: label, BASELINE: "random init"})
     cols = ["setting", "seed", "run_id"] + [m for m in HEADLINE_METRICS if m in d] + [c for c in RECIPE_CONTROLS if c in d]
     table = d[cols].sort_values(["setting", "seed"]).reset_index(drop=True)
     rows, checks = [], []
@@ -539,7 +541,8 @@ def temporal_table(data_dir=None, ablation: str = "relaxation") -> pd.DataFrame 
     """Per run of `<ablation>.csv`: does the model use *when*? The evaluation's synchronous vs asynchronous agreement
     within each test video (`xm_sync`, `xm_async`, `xm_sync_gap` ± its standard error over test videos, `xm_t_r1` against
     its chance 1/K), the trainer's `train_sync_gap` ± its standard error over the last 10% of logged batches, and the
-    other-clip margin for comparison. None when the table or its temporal columns are not there."""
+    other-clip margin for comparison. None when the table or its temporal columns are not there. The training gap is
+    over window means (every step of the tail) when the runs logged them: `train steps` is how many steps it covers."""
     df = read_results(ablation, data_dir)
     if df is None or "xm_sync_gap" not in df.columns or df["xm_sync_gap"].isna().all(): return None
     d = df[df["xm_sync_gap"].notna()]
@@ -551,7 +554,8 @@ def temporal_table(data_dir=None, ablation: str = "relaxation") -> pd.DataFrame 
              "xm_sync_gap ± se": pm(r["xm_sync_gap"], r.get("xm_sync_gap_se", np.nan)),
              "gap / se": round(r["xm_sync_gap"] / r["xm_sync_gap_se"], 1) if r.get("xm_sync_gap_se", 0) > 0 else np.nan,
              "xm_t_r1": round(r["xm_t_r1"], 3),
-             "train_sync_gap ± se": pm(r.get("train_sync_gap", np.nan), r.get("train_sync_gap_se", np.nan))}
+             "train_sync_gap ± se": pm(r.get("train_sync_gap", np.nan), r.get("train_sync_gap_se", np.nan)),
+             "train steps": int(r["train_tail_steps"]) if np.isfinite(r.get("train_tail_steps", np.nan)) else np.nan}
             for _, r in d.iterrows()]
     return pd.DataFrame(rows)
 
@@ -595,14 +599,15 @@ def sweep_records(*out_dirs) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
-def show_recipe_check(data_dir=None):
+def show_recipe_check(data_dir=None, setting: str = "on", ablation: str = "async_loss",
+                      label: str = "pre-trained (demo recipe)", how: str = "`crisscross sweep --ablations async_loss` runs it."):
     "Display `recipe_check` (or a 'not yet run' note)."
-    r = recipe_check(data_dir)
+    path = Path(data_dir or DATA) / f"{ablation}.csv"
+    r = recipe_check(data_dir, setting, ablation, label)
     if r is None:
-        _display(_md(not_yet_run("The demo recipe against random init over seeds", Path(data_dir or DATA) / "async_loss.csv",
-                                 "`crisscross sweep --ablations async_loss` runs it.")))
+        _display(_md(not_yet_run(f"{label} against random init over seeds", path, how)))
         return None
-    _display(_html(html_table(r["checks"], "Each criterion computed from book/data/async_loss.csv.")))
+    _display(_html(html_table(r["checks"], f"Each criterion computed from {repo_path(path)} (setting {setting!r} vs random_init).")))
     _display(_html(html_table(r["summary"], "Linear probes on the demo test split, mean ± std over seeds, in %.")))
     _display(_html(html_table(r["table"].round(4), "Every seed: probes (fractions), the other-clip control at evaluation "
                               "(xm_*) and the trainer's last-10% means (train_*); run ids trace each row to its run.")))

@@ -86,7 +86,9 @@ def test_temporal_table_reads_the_gaps(tmp_path):
     t = bd.temporal_table(tmp_path)
     assert sorted(set(t["setting"])) == ["extreme", "none"] and len(t) == len(df[df["setting"] != "random_init"])
     assert (t["xm_sync_gap ± se"] == "+0.0200 ± 0.0040").all() and (t["gap / se"] == 5.0).all()
-    assert (t["train_sync_gap ± se"] == "-0.0010 ± 0.0020").all()
+    assert (t["train_sync_gap ± se"] == "-0.0010 ± 0.0020").all() and t["train steps"].isna().all()
+    df.assign(train_tail_steps=240).to_csv(tmp_path / "relaxation.csv", index=False)
+    assert (bd.temporal_table(tmp_path)["train steps"] == 240).all()
     assert set(t["run_id"]) == set(df.loc[df["setting"] != "random_init", "run_id"])
 
 
@@ -154,6 +156,13 @@ def test_recipe_check_is_computed_from_the_table(tmp_path):
     df[df["seed"] < 2].to_csv(tmp_path / "async_loss.csv", index=False)      # 2 seeds are not enough
     assert not bd.recipe_check(tmp_path)["summary"]["margin > spread"].any()
     assert bd.recipe_check(tmp_path / "nowhere") is None
+    # any setting of any collected table against its random_init rows (a research recipe), with its own label
+    rel = _runs(settings=("none", "extreme"), ablation="relaxation", base=0.3, step=0.1)
+    rel.to_csv(tmp_path / "relaxation.csv", index=False)
+    r = bd.recipe_check(tmp_path, "extreme", "relaxation", "guests recipe")
+    assert set(r["table"]["setting"]) == {"guests recipe", "random init"}
+    assert set(r["table"]["run_id"]) == set(rel.loc[rel["setting"].isin(["extreme", "random_init"]), "run_id"])
+    assert bd.recipe_check(tmp_path, "mixed", "relaxation") is None          # no such setting in the table
 
 
 @pytest.mark.parametrize("change, message", [
