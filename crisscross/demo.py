@@ -19,8 +19,8 @@ import pandas as pd
 __all__ = ['SHAPES', 'TEXTURES', 'MOTIONS', 'TIMBRES', 'ENVELOPES', 'RHYTHMS', 'COLOURS', 'DEFAULT_CLASSES', 'DEMO_VERSION',
            'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'MANIFEST_COLUMNS', 'VisualSignature', 'AcousticSignature',
            'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents', 'render_clip', 'clip_class', 'clip_id', 'demo_clip',
-           'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'world_stats', 'write_clip',
-           'default_demo_root', 'demo_counts', 'demo_plan', 'generate_demo']
+           'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'write_clip', 'default_demo_root',
+           'demo_counts', 'demo_plan', 'generate_demo', 'world_stats']
 
 # %% ../nbs/08_demo.ipynb #e7a0e37b
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'diamond')
@@ -578,34 +578,6 @@ def relaxation_content(modes=None, n_clips: int = 200, seed: int = 0, policy: st
         rows.append(dict(mode=mode, **r))
     return pd.DataFrame(rows).set_index('mode')
 
-# %% ../nbs/08_demo.ipynb #bb7dffcc
-def world_stats(world: DemoWorld | None = None, size: str = 's', seed: int = 0, n_clips: dict | None = None) -> pd.DataFrame:
-    """One row per split of the demo `size` (seed `seed`): `clips`, `classes`, `clips_per_class` (min-max),
-    `sources_per_clip` and `shots_per_clip` (means), `shot_s_mean`, `shot_s_p5` and `shot_s_p95` (shot lengths in
-    seconds; the last shot of a clip is cut at the clip's end), and `guest_share` (mean fraction of a clip's time with a
-    source of another class on; 0 in a world without guests). Drawn with `demo_scene`, nothing rendered."""
-    world = world or DemoWorld()
-    plan = demo_plan(size, seed, world, n_clips)
-    rows = []
-    for split in SPLITS:
-        part = plan[plan.split == split]
-        if part.empty: continue
-        n_src, n_shots, lengths, guest = [], [], [], []
-        for i in part['index']:
-            e = demo_scene(seed, split, int(i), world)
-            d = (e.shots.end - e.shots.start).to_numpy(float)
-            n_src.append(len(e.sources)); n_shots.append(len(e.shots)); lengths.append(d)
-            foreign = e.sources.cls.to_numpy()[e.shots.source.to_numpy()] != clip_class(split, int(i), world)
-            guest.append(d[foreign].sum() / world.duration)
-        counts = part.label.value_counts().reindex(world.class_names, fill_value=0)
-        d = np.concatenate(lengths)
-        rows.append(dict(split=split, clips=len(part), classes=int((counts > 0).sum()),
-                         clips_per_class=f"{counts.min()}-{counts.max()}", sources_per_clip=float(np.mean(n_src)),
-                         shots_per_clip=float(np.mean(n_shots)), shot_s_mean=float(d.mean()),
-                         shot_s_p5=float(np.percentile(d, 5)), shot_s_p95=float(np.percentile(d, 95)),
-                         guest_share=float(np.mean(guest))))
-    return pd.DataFrame(rows)
-
 # %% ../nbs/08_demo.ipynb #63590027
 def _atomic_target(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -771,3 +743,31 @@ def generate_demo(root=None, size: str = 's', seed: int = 0, workers: int = 2, o
     df.to_csv(tmp, index=False)
     os.replace(tmp, manifest)
     return manifest
+
+# %% ../nbs/08_demo.ipynb #bb7dffcc
+def world_stats(world: DemoWorld | None = None, size: str = 's', seed: int = 0, n_clips: dict | None = None) -> pd.DataFrame:
+    """One row per split of the demo `size` (seed `seed`): `clips`, `classes`, `clips_per_class` (min-max),
+    `sources_per_clip` and `shots_per_clip` (means), `shot_s_mean`, `shot_s_p5` and `shot_s_p95` (shot lengths in
+    seconds; the last shot of a clip is cut at the clip's end), and `guest_share` (mean fraction of a clip's time with a
+    source of another class on; 0 in a world without guests). Drawn with `demo_scene`, nothing rendered."""
+    world = world or DemoWorld()
+    plan = demo_plan(size, seed, world, n_clips)
+    rows = []
+    for split in SPLITS:
+        part = plan[plan.split == split]
+        if part.empty: continue
+        n_src, n_shots, lengths, guest = [], [], [], []
+        for i in part['index']:
+            e = demo_scene(seed, split, int(i), world)
+            d = (e.shots.end - e.shots.start).to_numpy(float)
+            n_src.append(len(e.sources)); n_shots.append(len(e.shots)); lengths.append(d)
+            foreign = e.sources.cls.to_numpy()[e.shots.source.to_numpy()] != clip_class(split, int(i), world)
+            guest.append(d[foreign].sum() / world.duration)
+        counts = part.label.value_counts().reindex(world.class_names, fill_value=0)
+        d = np.concatenate(lengths)
+        rows.append(dict(split=split, clips=len(part), classes=int((counts > 0).sum()),
+                         clips_per_class=f"{counts.min()}-{counts.max()}", sources_per_clip=float(np.mean(n_src)),
+                         shots_per_clip=float(np.mean(n_shots)), shot_s_mean=float(d.mean()),
+                         shot_s_p5=float(np.percentile(d, 5)), shot_s_p95=float(np.percentile(d, 95)),
+                         guest_share=float(np.mean(guest))))
+    return pd.DataFrame(rows)
