@@ -327,14 +327,28 @@ def apply_overrides(d: dict, overrides=()) -> dict:
         out.setdefault(section, {})[name] = value
     return out
 
-def _read_yaml(path) -> dict:
+def _read_yaml(path, _chain=()) -> dict:
+    """The sections of the YAML config file at `path`. A top-level `extends: <file>` (relative to `path`'s folder) starts
+    from that file's sections and replaces them key by key (keys a section does not give keep the base's values; a
+    mapping value such as `data.demo_world` is replaced whole); chains of files are followed, cycles refused."""
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist" + (f" (extended by {_chain[-1]})" if _chain else ""))
     try: d = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise ValueError(f"config file {path} is not valid YAML: {e}") from e
     if d is None: return {}
     if not isinstance(d, dict): raise ValueError(f"config file {path}: expected a mapping of sections, got {type(d).__name__}")
-    return d
+    if "extends" not in d: return d
+    base = d.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"config file {path}: extends={base!r}; expected the path of another config file, relative to {path.parent}")
+    chain, target = _chain + (path.resolve(),), (path.parent / base).resolve()
+    if target in chain:
+        raise ValueError(f"config file {path}: extends={base!r} makes a cycle: " + " -> ".join(str(p) for p in chain + (target,)))
+    out = _read_yaml(target, chain)
+    for section, values in d.items():
+        out[section] = {**out[section], **values} if isinstance(values, dict) and isinstance(out.get(section), dict) else values
+    return out
 
 def load_config(path=None, overrides=()) -> RunConfig:
     "Defaults, overridden by the YAML file at `path` (partial files allowed), then by `key=value` `overrides`."

@@ -7,7 +7,7 @@ from crisscross.config import (RESUME_IGNORED_KEYS, RunConfig, config_hash, diff
                                run_id, save_config, to_dict)
 from crisscross.model import model_config
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))   # configs/research/ too
 
 
 def test_configs_dir_has_the_published_and_demo_configs():
@@ -117,6 +117,26 @@ def test_video_ops_is_hash_neutral_at_reference_and_reaches_the_augmentation(mon
     monkeypatch.setattr(cdata, "AVPretrainDataset", lambda *a, **k: made.append(k["video_transform"].ops))
     cdata.dataset_from_config(demo, progress=False); cdata.dataset_from_config(fast, progress=False)
     assert made == ["reference", "fast"]
+
+
+def test_a_config_extends_another_and_resolves_as_if_spelt_out(tmp_path):
+    "configs/research/demo_guests.yaml is configs/demo.yaml plus a world; it resolves to the run id of the committed e16"
+    "mild seed-0 run, made when the file still repeated demo.yaml. A child's mapping value replaces the base's whole."
+    import pandas as pd
+    root = Path(__file__).parent.parent
+    guests, demo = load_config(root / "configs/research/demo_guests.yaml"), load_config(root / "configs/demo.yaml")
+    assert "extends: ../demo.yaml" in (root / "configs/research/demo_guests.yaml").read_text()
+    assert sorted(k for k, _, _ in diff_config(demo, guests)) == ["data.demo_world.guests", "data.demo_world.n_sources",
+                                                                   "data.demo_world.shot_seconds"]
+    e16 = pd.read_csv(root / "book/data/research_e16/relaxation.csv")
+    assert run_id(guests) == e16.loc[e16["setting"] == "mild", "run_id"].item()
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {root / 'configs/research/demo_guests.yaml'}\ndata: {{demo_world: {{guests: 0}}}}\noptim: {{epochs: 200}}\n")
+    c = load_config(child)
+    assert c.data.demo_world == {"guests": 0} and c.optim.epochs == 200 and c.optim.base_lr == demo.optim.base_lr
+    child.write_text("extends: ../nowhere/base.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"base.yaml does not exist \(extended by .*child.yaml\)"):
+        load_config(child)
 
 
 def test_demo_world_is_hash_neutral_when_empty_and_reaches_the_generator(monkeypatch):
