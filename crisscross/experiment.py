@@ -44,11 +44,11 @@ __all__ = ['ASYNC_SETTINGS', 'CLASSIFIERS', 'DEFAULT_CONFIG', 'DEFAULT_OUT_DIR',
            'AblationParams', 'resolve_path', 'override_list', 'check_params', 'run_name', 'run_dir', 'resolve_config',
            'identity', 'materialize', 'eval_dataset_kwargs', 'demo_eval_inputs', 'split_features', 'probe_on_val',
            'demo_metrics', 'knn_metrics', 'crossmodal_control', 'temporal_control', 'ViewsAsClips', 'initial_backbones',
-           'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'evenly_spaced', 'stale_reason', 'AblationRun',
-           'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun', 'steps_per_epoch', 'matched_epochs',
-           'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep', 'sweep_summary',
-           'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value', 'sweep_parser',
-           'sweep_main', 'collect_parser', 'collect_main']
+           'random_init_backbones', 'esc10_inputs', 'esc10_metrics', 'run_environment', 'evenly_spaced', 'stale_reason',
+           'AblationRun', 'prepare', 'run_ablation', 'loss_curve_figure', 'PlannedRun', 'steps_per_epoch',
+           'matched_epochs', 'sweep_plan', 'papermill_runner', 'direct_runner', 'run_status', 'run_sweep',
+           'sweep_summary', 'training_tail', 'read_records', 'table_rows', 'safe_write_table', 'collect', 'parse_value',
+           'sweep_parser', 'sweep_main', 'collect_parser', 'collect_main']
 
 # %% ../nbs/17_experiment.ipynb #ab564d51
 ASYNC_SETTINGS = ("off", "on")
@@ -464,6 +464,21 @@ METRICS_FILE = "metrics.json"
 RECORD_FORMAT = 1
 EPOCH_KNN_POINTS = 8      # checkpoints evaluated for the kNN-per-epoch curve, at most (each costs a feature pass)
 
+def run_environment() -> dict:
+    """Where a run was computed: Python, torch, machine, CPUs, torch threads, the CPU model and `cpu_capability`, the
+    instruction set torch's CPU kernels use (`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2 or AVX512). A run
+    reproduces bit for bit only with the same capability: the kernels sum in a different order, the first steps differ
+    by ~1e-7, and a few hundred steps of SGD make that a different model (book, "The demo dataset")."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
+    except OSError: pass
+    try: cap = str(torch.backends.cpu.get_cpu_capability())
+    except Exception: cap = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu, "cpu_capability": cap}
+
 def evenly_spaced(items: Sequence, n: int) -> list:
     "At most `n` of `items`, evenly spaced, the first and the last always included."
     items = list(items)
@@ -682,8 +697,7 @@ class AblationRun:
             "git_dirty": code["dirty"], "version": code["version"], "manifest": str(self.manifest),
             "manifest_hash": file_checksum(self.manifest), "metrics": self.metrics, "details": self.details,
             "epochs": self.epochs, "pretrain": self.summary, "timings": self.timings,
-            "environment": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-                            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+            "environment": run_environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     def write(self) -> Path:
