@@ -23,7 +23,7 @@ from .transforms import AUDIO_STATS, AudioAugment, AudioEval, VideoAugment, Vide
 # %% auto #0
 __all__ = ['BAD_CLIP_POLICIES', 'WINDOW_FIELDS', 'EVAL_POLICIES', 'load_rows', 'resolve_root', 'SkippedClip', 'DecodedCache',
            'window_array', 'AVPretrainDataset', 'collate_views', 'SkipCounter', 'clip_starts', 'AVEvalDataset',
-           'pretrain_manifest', 'decoded_cache', 'dataset_from_config']
+           'pretrain_manifest', 'input_fingerprint', 'decoded_cache', 'dataset_from_config']
 
 # %% ../nbs/09_data.ipynb #1bcc147a
 def load_rows(manifest, split=None) -> pd.DataFrame:
@@ -386,6 +386,30 @@ def pretrain_manifest(data_cfg, seed: int = 0, progress: bool = True, splits=Non
     man = Path(data_cfg.manifest)
     if not man.exists(): raise FileNotFoundError(f"data.manifest={str(man)!r} does not exist")
     return man, resolve_root(man, data_cfg.root)
+
+def input_fingerprint(dataset: AVPretrainDataset, n: int = 4, epoch: int = 0) -> dict:
+    """Short sha256 digests of what the first `n` samples of `dataset` give the model at `epoch`: each view after
+    augmentation (`v1`, `v2`, `a1`, `a2`) and the decoded inputs before any augmentation (`decoded`: the first 2 s of video
+    and audio of those clips, decoded directly). The ablation runs record it: two machines whose runs of one config differ
+    show here whether their decoded data or their augmentation kernels already differ (book, "The demo dataset").
+    A bad clip counts as its `SkippedClip` reason. The dataset's epoch is restored."""
+    import hashlib
+    n, old = min(int(n), len(dataset)), dataset.epoch
+    hs = {k: hashlib.sha256() for k in (*WINDOW_FIELDS, "decoded")}
+    dataset.set_epoch(epoch)
+    try:
+        for i in range(n):
+            item = dataset[i]
+            for k in WINDOW_FIELDS:
+                hs[k].update(item.reason.encode() if isinstance(item, SkippedClip) else np.ascontiguousarray(item[k].numpy()).tobytes())
+            path = dataset.root / dataset.rows.path.iloc[i % dataset.n_videos]
+            try:
+                hs["decoded"].update(decode_video(path, 0.0, 2.0, fps=dataset.fps, size=dataset.decode_size, backend=dataset.backend).numpy().tobytes())
+                hs["decoded"].update(decode_audio(path, 0.0, 2.0, sample_rate=dataset.sample_rate).numpy().tobytes())
+            except MediaError as e: hs["decoded"].update(e.reason.encode())
+    finally:
+        dataset.set_epoch(old)
+    return {**{k: h.hexdigest()[:16] for k, h in hs.items()}, "n": n, "epoch": int(epoch)}
 
 def decoded_cache(data_cfg, root) -> DecodedCache | None:
     """The `DecodedCache` under `<root>/.decoded` of a run with data config `data_cfg` (None when `decoded_cache` is off);

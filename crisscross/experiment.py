@@ -584,6 +584,11 @@ class AblationRun:
             self.backbones = random_init_backbones(self.cfg, self.params.seed, ds, batch_size=self.cfg.optim.device_batch(1),
                                                    num_workers=self.cfg.data.num_workers)
             self.summary = {"run_id": self.run_id, "steps": 0, "n_samples": len(ds), "bn_reestimated_on": len(ds)}
+        try:   # a diagnostic for comparing machines: never the reason a run fails
+            from crisscross.data import input_fingerprint
+            self.summary["input_fingerprint"] = input_fingerprint(dataset_from_config(self.cfg, progress=False))
+        except Exception as e:
+            self.summary["input_fingerprint"] = {"error": f"{type(e).__name__}: {e}"}
         self.timings["pretrain_seconds"] = round(time.perf_counter() - t0, 1)
         self.log(f"{self.name}: {'pre-trained' if self.params.pretrain else 'random init'} in {self.timings['pretrain_seconds']} s")
         return self.summary

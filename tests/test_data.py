@@ -254,6 +254,22 @@ def test_dataset_from_config(tmp_path, monkeypatch):
         dataset_from_config(cfg)
 
 
+def test_input_fingerprint_separates_data_from_augmentation(tmp_path):
+    "Same data and seed: same digests; another training seed: other views, same decoded data; epoch restored."
+    from crisscross.config import load_config
+    from crisscross.data import input_fingerprint
+    from crisscross.demo import generate_demo
+    man = generate_demo(tmp_path / "demo", size="xs", n_clips={"pretrain": 3, "train": 0, "val": 0, "test": 0}, progress=False)
+    make = lambda seed: dataset_from_config(load_config(None, ["data.dataset=csv", f"data.manifest={man}", "data.frame_size=32",
+                                                                "data.n_mels=40", f"train.seed={seed}"]), progress=False)
+    a, b, c = make(0), make(0), make(1)
+    a.set_epoch(5)
+    fa, fb, fc = input_fingerprint(a, n=2), input_fingerprint(b, n=2), input_fingerprint(c, n=2)
+    assert a.epoch == 5 and fa == fb and fa["n"] == 2 and fa["epoch"] == 0
+    assert fa["decoded"] == fc["decoded"] and all(fa[k] != fc[k] for k in ("v1", "v2", "a1", "a2"))
+    assert input_fingerprint(a, n=2, epoch=1)["v1"] != fa["v1"] and input_fingerprint(a, n=10 ** 6)["n"] == len(a)
+
+
 def test_decoded_cache_is_shared_by_pretraining_and_evaluation(tmp_path):
     "Pre-training and the demo evaluation decode into the same `<root>/.decoded/<size>_<rate>` directory."
     from crisscross.config import load_config

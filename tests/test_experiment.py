@@ -123,6 +123,9 @@ def test_papermill_end_to_end(manifest, tmp_path):
     assert rec["parameters"]["relaxation"] == "extreme" and rec["pretrain"]["steps"] == 3
     assert rec["run_id"].startswith("csv-tiny-extreme-async-seed0-") and len(rec["config_hash"]) == 12
     assert rec["manifest_hash"].startswith("sha256:") and rec["timings"]["total_seconds"] > 0
+    fp = rec["pretrain"]["input_fingerprint"]       # what the model was fed, to compare machines; and where it ran
+    assert set(fp) == {"v1", "v2", "a1", "a2", "decoded", "n", "epoch"} and all(len(fp[k]) == 16 for k in ("v1", "decoded"))
+    assert rec["environment"]["cpu_capability"] and rec["environment"]["cpu"]
     assert [e["step"] for e in rec["epochs"]] == [2, 3] and [e["epoch"] for e in rec["epochs"]] == [1.0, 1.5]
     cfg = load_config(rd / "config.yaml")          # the resolved config, reloadable
     assert (cfg.sampler.mode, cfg.loss.async_, cfg.train.max_steps) == ("extreme", True, 3)
