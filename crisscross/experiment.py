@@ -902,8 +902,8 @@ def training_tail(run_directory, frac: float = 0.1, keys: Sequence[str] = TRAIN_
     and asynchronous loss terms, the other-clip control and the collapse monitor, as `train_<key>` columns, plus
     `train_sync_gap` (async - sync loss term per logged window: how much more the synchronous pairs agree than the
     asynchronous ones of the same batches) with its standard error over the windows `train_sync_gap_se` ({} when the
-    run has no training log, e.g. the random-init baseline). Where the trainer logged window means (`<key>_win`, since
-    session 9) they are used: every step of the tail counts, not only the last of each window; `train_tail_steps`
+    run has no training log, e.g. the random-init baseline). Where the trainer logged window means (`<key>_win`; older
+    runs have none) they are used: every step of the tail counts, not only the last of each window; `train_tail_steps`
     says how many steps the means cover."""
     path = Path(run_directory) / "metrics.jsonl"
     if not path.exists(): return {}
