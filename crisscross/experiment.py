@@ -586,7 +586,8 @@ class AblationRun:
             self.summary = {"run_id": self.run_id, "steps": 0, "n_samples": len(ds), "bn_reestimated_on": len(ds)}
         try:   # a diagnostic for comparing machines: never the reason a run fails
             from crisscross.data import input_fingerprint
-            self.summary["input_fingerprint"] = input_fingerprint(dataset_from_config(self.cfg, progress=False))
+            fp_ds = dataset_from_config(self.cfg, progress=False) if self.params.pretrain else ds   # the trainer's own is gone
+            self.summary["input_fingerprint"] = input_fingerprint(fp_ds)
         except Exception as e:
             self.summary["input_fingerprint"] = {"error": f"{type(e).__name__}: {e}"}
         self.timings["pretrain_seconds"] = round(time.perf_counter() - t0, 1)

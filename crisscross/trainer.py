@@ -414,15 +414,14 @@ class Trainer:
     def _log(self, log, stats, window, extra=None):
         now = time.perf_counter(); dt = max(now - window["t"], 1e-9)
         keys = sorted(k for k, v in stats.items() if isinstance(v, float))
-        vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64))
+        wkeys = [k for k in WINDOW_MEAN_KEYS if k in stats]          # the same keys on every process
+        sums = window["sums"]
+        wmeans = [sums[k][0] / sums[k][1] if sums.get(k, (0, 0))[1] else float("nan") for k in wkeys]
+        vals = all_reduce_mean(torch.tensor([stats[k] for k in keys] + wmeans, dtype=torch.float64))   # one collective
         row = {"step": self.step, "epoch": self.epoch, **{k: float(v) for k, v in zip(keys, vals)}}
         clips = float(all_reduce_sum(torch.tensor(float(window["clips"]))))
         row.update(clips_per_s=clips / dt, wait_frac=window["wait"] / dt, skipped=sum(self.skips.values()))
-        wkeys = [k for k in WINDOW_MEAN_KEYS if k in stats]          # the same keys on every process
-        sums = window["sums"]
-        wmeans = all_reduce_mean(torch.tensor([sums[k][0] / sums[k][1] if sums.get(k, (0, 0))[1] else float("nan")
-                                               for k in wkeys], dtype=torch.float64))
-        row.update({f"{k}_win": float(v) for k, v in zip(wkeys, wmeans)},
+        row.update({f"{k}_win": float(v) for k, v in zip(wkeys, vals[len(keys):])},
                    win_steps=max((n for _, n in sums.values()), default=0))
         for g in self.optimizer.param_groups: row[f"lr_{g['name']}"] = g["lr"]
         row.update(extra or {})                          # rank 0's kNN monitor
