@@ -107,6 +107,11 @@ def cmd_generate_demo(args) -> int:
     except ValueError as e:
         return _error(str(e))
     print(man)
+    try:   # to stderr: stdout is the manifest's path alone, for scripts
+        from crisscross.demo import compare_demo_reference, demo_reference_message
+        print(demo_reference_message(compare_demo_reference(man)), file=sys.stderr)
+    except (OSError, ValueError) as e:
+        print(f"demo reference not compared: {e}", file=sys.stderr)
     return 0
 
 def cmd_demo(args) -> int:

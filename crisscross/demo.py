@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass, field
@@ -17,9 +18,10 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SHAPES', 'TEXTURES', 'MOTIONS', 'TIMBRES', 'ENVELOPES', 'RHYTHMS', 'COLOURS', 'DEFAULT_CLASSES', 'DEMO_VERSION',
-           'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'MANIFEST_COLUMNS', 'VisualSignature', 'AcousticSignature',
-           'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents', 'render_clip', 'clip_class', 'clip_id', 'demo_clip',
-           'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'write_clip', 'default_demo_root',
+           'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'DEMO_REFERENCE', 'MANIFEST_COLUMNS', 'VisualSignature',
+           'AcousticSignature', 'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents', 'render_clip', 'clip_class',
+           'clip_id', 'demo_clip', 'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'write_clip',
+           'write_demo_reference', 'compare_demo_reference', 'demo_reference_message', 'default_demo_root',
            'demo_counts', 'demo_plan', 'generate_demo', 'world_stats']
 
 # %% ../nbs/08_demo.ipynb #e7a0e37b
@@ -637,6 +639,76 @@ def _file_ok(path: Path, world: DemoWorld) -> bool:
 def _sha(path: Path) -> str:
     return 'sha256:' + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
+# %% ../nbs/08_demo.ipynb #35b1540e
+_log = logging.getLogger(__name__)
+DEMO_REFERENCE = Path(__import__('crisscross').__file__).resolve().parents[1] / 'data_manifests' / 'demo_reference.csv'
+_CHECKSUM_RE = r'sha256:[0-9a-f]{16}'
+
+
+def _demo_checksums(path, fn: str) -> pd.DataFrame:
+    "`clip_id` and `checksum` of a demo manifest or reference file, checked: a clear error names the file, line and value."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: {path} does not exist; expected a demo manifest (generate_demo writes one)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = sorted({'clip_id', 'checksum'} - set(df.columns))
+    if missing:
+        raise ValueError(f"{fn}: {path} has no column {missing}; expected a demo manifest with clip_id and checksum columns")
+    bad = ~df.checksum.str.fullmatch(_CHECKSUM_RE)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{fn}: {path} line {i + 2}: checksum={df.checksum.iloc[i]!r}; expected 'sha256:' and 16 hex digits")
+    df = df[['clip_id', 'checksum']].drop_duplicates()
+    dup = df.clip_id.duplicated()
+    if dup.any():
+        raise ValueError(f"{fn}: {path}: clip_id={df.clip_id[dup].iloc[0]!r} has two different checksums")
+    return df
+
+
+def write_demo_reference(manifest, path=None, overwrite: bool = False) -> Path:
+    """Write the `clip_id` and `checksum` of every clip of a demo `manifest` (sorted by clip id) as the reference other
+    machines compare their demo with (`path`, default `DEMO_REFERENCE`). Refuses to replace a different file unless
+    `overwrite`: the reference describes the clips of the committed runs, and changes only when they are re-run."""
+    df = _demo_checksums(manifest, 'write_demo_reference').sort_values('clip_id')
+    path = Path(path) if path is not None else DEMO_REFERENCE
+    text = df.to_csv(index=False, lineterminator='\n')
+    if path.is_file() and path.read_text() != text and not overwrite:
+        raise FileExistsError(f"write_demo_reference: {path} exists and lists other clips or checksums; "
+                              "pass overwrite=True to replace it (only when the committed runs are re-run on these clips)")
+    tmp = _atomic_target(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def compare_demo_reference(manifest, reference=None) -> dict:
+    """Compare the clips of a demo `manifest` with the `reference` (default `DEMO_REFERENCE`, the clips of the committed
+    runs) by clip id: `compared` (clips in both), `differ` (same clip id, other bytes), `not_in_reference`,
+    `first_differ` (up to 5 clip ids), `reference` (file name) and `reference_hash`; `available` is False (and nothing is
+    compared) when the reference file is absent, e.g. in an installed package without the repository."""
+    ref = Path(reference) if reference is not None else DEMO_REFERENCE
+    m = _demo_checksums(manifest, 'compare_demo_reference')
+    if not ref.is_file():
+        return dict(available=False, reference=str(ref), compared=0, differ=0, not_in_reference=len(m), first_differ=[])
+    r = _demo_checksums(ref, 'compare_demo_reference')
+    j = m.merge(r, on='clip_id', how='left', suffixes=('', '_ref'))
+    known = j.checksum_ref.ne('') & j.checksum_ref.notna()
+    differ = known & (j.checksum != j.checksum_ref)
+    return dict(available=True, reference=ref.name, reference_hash=_sha(ref), compared=int(known.sum()),
+                differ=int(differ.sum()), not_in_reference=int((~known).sum()), first_differ=j.clip_id[differ].head(5).tolist())
+
+
+def demo_reference_message(c: dict) -> str:
+    "One line for a log or a terminal from a `compare_demo_reference` result."
+    if not c.get('available'): return f"demo reference {c['reference']} not found: clips not compared"
+    if not c['compared']:
+        return f"no clip in common with {c['reference']} (another world, seed or size): clips not compared"
+    if not c['differ']:
+        return f"all {c['compared']} clips compared are byte for byte those of the committed runs ({c['reference']})"
+    return (f"{c['differ']} of {c['compared']} demo clips differ from those of the committed runs ({c['reference']}; "
+            f"first {c['first_differ'][0]}): this machine renders the demo differently, so its runs will not reproduce "
+            "the committed numbers bit for bit (book, 'The demo dataset')")
+
 # %% ../nbs/08_demo.ipynb #2c663982
 MANIFEST_COLUMNS = ('clip_id', 'path', 'split', 'label', 'video_duration', 'audio_duration',
                     'fps', 'sample_rate', 'has_audio', 'checksum')
@@ -707,7 +779,8 @@ def generate_demo(root=None, size: str = 's', seed: int = 0, workers: int = 2, o
     and the manifest `demo_<size>_seed<seed>.csv`, whose path is returned. Valid clips already on disk are kept
     (the run is resumable) unless `overwrite`. `n_clips` (split -> count) overrides the counts (tests, tiny demos).
     `splits` (a subset of `SPLITS`, default all) renders only those splits' clips and writes a manifest of only their
-    rows, named with the splits appended (`demo_<size>_seed<seed>_pretrain.csv`), so it never replaces the full one."""
+    rows, named with the splits appended (`demo_<size>_seed<seed>_pretrain.csv`), so it never replaces the full one.
+    Logs a warning when some clips differ from those of the committed runs (`compare_demo_reference`)."""
     world = world or DemoWorld()
     _check_seed('generate_demo', seed)
     counts = demo_counts(size, n_clips)
@@ -742,6 +815,8 @@ def generate_demo(root=None, size: str = 's', seed: int = 0, workers: int = 2, o
     tmp = _atomic_target(manifest)
     df.to_csv(tmp, index=False)
     os.replace(tmp, manifest)
+    c = compare_demo_reference(manifest)
+    if c['differ']: _log.warning("generate_demo: %s", demo_reference_message(c))
     return manifest
 
 # %% ../nbs/08_demo.ipynb #bb7dffcc

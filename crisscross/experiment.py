@@ -692,6 +692,13 @@ class AblationRun:
                                                          overwrite=True, ylabel="kNN accuracy (%)", title=self.name)
         return figs
 
+    def demo_reference(self) -> dict | None:
+        "How this run's demo clips compare with those of the committed runs (`crisscross.demo.compare_demo_reference`); None off the demo."
+        if self.cfg.data.dataset != "demo": return None
+        from crisscross.demo import compare_demo_reference
+        try: return compare_demo_reference(self.manifest)
+        except (OSError, ValueError) as e: return {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: never why a run fails
+
     def record(self) -> dict:
         "The content of `metrics.json`: parameters, identity, provenance, metrics, details, per-epoch kNN, timings."
         from crisscross.manifest import file_checksum
@@ -701,7 +708,8 @@ class AblationRun:
             "format": RECORD_FORMAT, "name": self.name, "parameters": asdict(self.params), "identity": self.identity,
             "run_id": self.run_id, "config_hash": config_hash(self.cfg), "git_commit": code["commit"],
             "git_dirty": code["dirty"], "version": code["version"], "manifest": str(self.manifest),
-            "manifest_hash": file_checksum(self.manifest), "metrics": self.metrics, "details": self.details,
+            "manifest_hash": file_checksum(self.manifest), "demo_reference": self.demo_reference(),
+            "metrics": self.metrics, "details": self.details,
             "epochs": self.epochs, "pretrain": self.summary, "timings": self.timings,
             "environment": run_environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -433,3 +433,44 @@ def test_relaxation_content_reports_class_shares_only_with_guests():
     assert (rc[['v1~a1 class', 'v1~a2 class']] < 1).all().all()
     assert rc.loc['none', 'v1~a1 class'] == rc.loc['none', 'v1~a2 class']               # no relaxation: same window
     assert rc.loc['extreme', 'v1~a1 class'] - rc.loc['extreme', 'v1~a2 class'] > 0.1    # far apart: another class often
+
+
+# --- the clips of the committed runs -------------------------------------------------------------------------------
+def test_the_reference_lists_every_clip_of_the_s_demo():
+    "data_manifests/demo_reference.csv: one checksum for every clip of the default world's `s` demo, seed 0 (no more)."
+    from crisscross.demo import DEMO_REFERENCE
+    ref = pd.read_csv(DEMO_REFERENCE, dtype=str)
+    assert ref.columns.tolist() == ['clip_id', 'checksum']
+    assert sorted(ref.clip_id) == sorted(demo_plan('s', 0).clip_id) and ref.clip_id.is_unique
+    assert ref.checksum.str.fullmatch(r'sha256:[0-9a-f]{16}').all()
+
+
+def test_tiny_demo_compared_with_the_reference(tiny):
+    "Every clip of the tiny demo is in the reference; `differ` counts the clips whose bytes differ on this machine."
+    from crisscross.demo import DEMO_REFERENCE, compare_demo_reference
+    _, man = tiny
+    c = compare_demo_reference(man)
+    m, ref = pd.read_csv(man), pd.read_csv(DEMO_REFERENCE).set_index('clip_id').checksum
+    assert (c['available'], c['compared'], c['not_in_reference']) == (True, sum(TINY.values()), 0)
+    assert c['differ'] == int((ref[m.clip_id].to_numpy() != m.checksum.to_numpy()).sum())
+
+
+def test_generate_demo_warns_when_clips_differ_from_the_reference(tiny, tmp_path, monkeypatch, caplog):
+    import logging
+    import crisscross.demo as demo
+    root, man = tiny
+    m = pd.read_csv(man)
+    ref = m[['clip_id', 'checksum']].copy()
+    ref.loc[1, 'checksum'] = 'sha256:' + 'f' * 16       # as if the committed runs' machine had rendered clip 1 otherwise
+    ref.to_csv(tmp_path / 'ref.csv', index=False)
+    monkeypatch.setattr(demo, 'DEMO_REFERENCE', tmp_path / 'ref.csv')
+    with caplog.at_level(logging.WARNING, logger='crisscross.demo'):
+        generate_demo(root, 'xs', seed=0, workers=1, progress=False, n_clips=TINY)    # every clip already there
+    msg = [r.getMessage() for r in caplog.records if r.name == 'crisscross.demo']
+    assert len(msg) == 1 and f"1 of {len(m)} demo clips differ" in msg[0] and m.clip_id[1] in msg[0]
+    ref.loc[1, 'checksum'] = m.checksum[1]
+    ref.to_csv(tmp_path / 'ref.csv', index=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='crisscross.demo'):
+        generate_demo(root, 'xs', seed=0, workers=1, progress=False, n_clips=TINY)
+    assert not [r for r in caplog.records if r.name == 'crisscross.demo']

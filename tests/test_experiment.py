@@ -126,6 +126,7 @@ def test_papermill_end_to_end(manifest, tmp_path):
     fp = rec["pretrain"]["input_fingerprint"]       # what the model was fed, to compare machines; and where it ran
     assert set(fp) == {"v1", "v2", "a1", "a2", "decoded", "n", "epoch"} and all(len(fp[k]) == 16 for k in ("v1", "decoded"))
     assert rec["environment"]["cpu_capability"] and rec["environment"]["cpu"]
+    assert rec["demo_reference"] is None          # a csv dataset; demo runs compare their clips with the committed ones
     assert [e["step"] for e in rec["epochs"]] == [2, 3] and [e["epoch"] for e in rec["epochs"]] == [1.0, 1.5]
     cfg = load_config(rd / "config.yaml")          # the resolved config, reloadable
     assert (cfg.sampler.mode, cfg.loss.async_, cfg.train.max_steps) == ("extreme", True, 3)
@@ -189,3 +190,17 @@ def test_esc10_at_the_demo_models_log_mel_settings(tmp_path):
     assert [f["fold"] for f in r["folds"]] == ["fold1", "fold2"]
     assert 0.2 < r["esc10"] <= 1, r                              # chance is 0.1
     assert len(list((tmp_path / "cache").glob("inputs-*.pt"))) == 1
+
+
+def test_demo_runs_record_how_their_clips_compare_with_the_committed_ones(tmp_path):
+    "`AblationRun.demo_reference`: the comparison for a demo run, None for another dataset, an error recorded, not raised."
+    from types import SimpleNamespace
+    from crisscross.experiment import AblationRun
+    man = generate_demo(tmp_path, "xs", seed=0, workers=1, progress=False, n_clips={"pretrain": 2, "train": 1, "val": 0, "test": 0})
+    run = SimpleNamespace(cfg=load_config(REPO / "configs" / "demo.yaml"), manifest=man)
+    c = AblationRun.demo_reference(run)
+    assert (c["available"], c["compared"], c["not_in_reference"]) == (True, 3, 0) and 0 <= c["differ"] <= 3
+    run.manifest = tmp_path / "gone.csv"
+    assert "gone.csv does not exist" in AblationRun.demo_reference(run)["error"]
+    run.cfg = load_config(REPO / "configs" / "demo.yaml", ["data.dataset=csv", f"data.manifest={man}"])
+    assert AblationRun.demo_reference(run) is None
