@@ -612,3 +612,28 @@ def show_recipe_check(data_dir=None, setting: str = "on", ablation: str = "async
     _display(_html(html_table(r["table"].round(4), "Every seed: probes (fractions), the other-clip control at evaluation "
                               "(xm_*) and the trainer's last-10% means (train_*); run ids trace each row to its run.")))
     return r
+
+
+def perturbation_summary(runs_csv, baseline_dir=None) -> pd.DataFrame | None:
+    """Research e19: the runs of `runs_csv` (one row per run: experiment, change, condition, seed, probes, xm_margin, ...)
+    grouped by (change, condition), against the committed random-init baseline (`async_loss.csv` of `baseline_dir`):
+    per probe the mean ± std over seeds and the margin over random init in points, the smallest other-clip margin, and
+    whether every run's video probe clears the best random-init seed. None when either table is missing."""
+    runs_csv = Path(runs_csv)
+    base = read_results("async_loss", baseline_dir)
+    if not runs_csv.is_file() or base is None: return None
+    r = pd.read_csv(runs_csv)
+    missing = {"experiment", "change", "condition", "seed", "xm_margin", *HEADLINE_METRICS} - set(r.columns)
+    if missing: raise ValueError(f"{repo_path(runs_csv)}: missing column(s) {sorted(missing)}")
+    rnd = base[base["setting"] == BASELINE]
+    rows = []
+    for (change, cond), g in r.groupby(["change", "condition"], sort=False):
+        row = {"change from the recipe": change, "condition": cond, "seeds": ", ".join(str(s) for s in sorted(g["seed"]))}
+        for m in HEADLINE_METRICS:
+            v = g[m].to_numpy(float)
+            row[METRIC_LABELS.get(m, m)] = fmt_pct(v.mean(), v.std(ddof=1) if len(v) > 1 else np.nan, len(v))
+            row[f"{m} margin (points)"] = round(100 * (v.mean() - rnd[m].mean()), 1)
+        row["smallest xm_margin"] = round(float(g["xm_margin"].min()), 3)
+        row["every video probe > best random seed"] = bool((g["probe_v"] > rnd["probe_v"].max()).all())
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -18,11 +18,12 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SHAPES', 'TEXTURES', 'MOTIONS', 'TIMBRES', 'ENVELOPES', 'RHYTHMS', 'COLOURS', 'DEFAULT_CLASSES', 'DEMO_VERSION',
-           'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'DEMO_REFERENCE', 'MANIFEST_COLUMNS', 'VisualSignature',
-           'AcousticSignature', 'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents', 'render_clip', 'clip_class',
-           'clip_id', 'demo_clip', 'demo_scene', 'source_at', 'source_share', 'relaxation_content', 'write_clip',
-           'write_demo_reference', 'compare_demo_reference', 'demo_reference_message', 'default_demo_root',
-           'demo_counts', 'demo_plan', 'generate_demo', 'world_stats']
+           'SPLITS', 'DEMO_SIZES', 'PROBE_SIZES', 'DEMO_REFERENCE', 'MANIFEST_COLUMNS', 'DEMO_STAGES_REFERENCE',
+           'STAGES', 'VisualSignature', 'AcousticSignature', 'ClassSpec', 'DemoWorld', 'demo_world', 'ClipEvents',
+           'render_clip', 'clip_class', 'clip_id', 'demo_clip', 'demo_scene', 'source_at', 'source_share',
+           'relaxation_content', 'write_clip', 'write_demo_reference', 'compare_demo_reference',
+           'demo_reference_message', 'default_demo_root', 'demo_counts', 'demo_plan', 'generate_demo', 'stage_digests',
+           'compare_stage_digests', 'world_stats']
 
 # %% ../nbs/08_demo.ipynb #e7a0e37b
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'diamond')
@@ -707,7 +708,8 @@ def demo_reference_message(c: dict) -> str:
         return f"all {c['compared']} clips compared are byte for byte those of the committed runs ({c['reference']})"
     return (f"{c['differ']} of {c['compared']} demo clips differ from those of the committed runs ({c['reference']}; "
             f"first {c['first_differ'][0]}): this machine renders the demo differently, so its runs will not reproduce "
-            "the committed numbers bit for bit (book, 'The demo dataset')")
+            "the committed numbers bit for bit (book, 'The demo dataset'); crisscross.demo.compare_stage_digests() names the "
+            "first stage (rendering, encoding, decoding) that differs")
 
 # %% ../nbs/08_demo.ipynb #2c663982
 MANIFEST_COLUMNS = ('clip_id', 'path', 'split', 'label', 'video_duration', 'audio_duration',
@@ -818,6 +820,53 @@ def generate_demo(root=None, size: str = 's', seed: int = 0, workers: int = 2, o
     c = compare_demo_reference(manifest)
     if c['differ']: _log.warning("generate_demo: %s", demo_reference_message(c))
     return manifest
+
+# %% ../nbs/08_demo.ipynb #44229b01
+DEMO_STAGES_REFERENCE = DEMO_REFERENCE.with_name('demo_reference_stages.csv')
+STAGES = ('render_video', 'render_audio', 'file', 'decoded_video', 'decoded_audio')
+
+
+def _digest(a) -> str:
+    a = np.ascontiguousarray(np.asarray(a))
+    return hashlib.sha256(str((a.dtype.str, a.shape)).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def stage_digests(n: int = 8, seed: int = 0, split: str = 'pretrain', world: DemoWorld | None = None) -> pd.DataFrame:
+    """For clips `0..n-1` of `split`: `clip_id` and a 16-hex sha256 digest of each stage in `STAGES` (rendered arrays,
+    the written mp4, the decoded video and audio of the whole clip), computed in a temporary folder."""
+    import tempfile
+    from crisscross.io import decode_audio, decode_video
+    world = world or DemoWorld()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(int(n)):
+            video, audio, _, _ = demo_clip(seed, split, i, world)
+            path = write_clip(Path(tmp) / f"{i}.mp4", video, audio, world.fps, world.sample_rate, world.crf, world.audio_bitrate)
+            rows.append(dict(clip_id=clip_id(seed, split, i, world), render_video=_digest(video), render_audio=_digest(audio),
+                             file=_sha(path)[len('sha256:'):],
+                             decoded_video=_digest(decode_video(path, 0.0, world.duration, fps=world.fps).numpy()),
+                             decoded_audio=_digest(decode_audio(path, 0.0, world.duration, sample_rate=world.sample_rate).numpy())))
+    return pd.DataFrame(rows, columns=['clip_id', *STAGES])
+
+
+def compare_stage_digests(reference=None, digests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`stage_digests` of the clips listed in `reference` (default `DEMO_STAGES_REFERENCE`) against it: per clip, each
+    stage's digest here and whether it matches, and `first_difference` (the first stage in `STAGES` that differs, or
+    '' when all match). `digests` skips the recomputation (tests)."""
+    ref_path = Path(reference) if reference is not None else DEMO_STAGES_REFERENCE
+    if not ref_path.is_file():
+        raise FileNotFoundError(f"compare_stage_digests: {ref_path} does not exist; expected a table written from stage_digests")
+    ref = pd.read_csv(ref_path, dtype=str)
+    missing = sorted({'clip_id', *STAGES} - set(ref.columns))
+    if missing: raise ValueError(f"compare_stage_digests: {ref_path} has no column {missing}; expected clip_id and {list(STAGES)}")
+    here = digests if digests is not None else stage_digests(len(ref))
+    j = ref.merge(here, on='clip_id', how='left', suffixes=('_ref', ''))
+    if j[list(STAGES)].isna().any().any():
+        raise ValueError(f"compare_stage_digests: {ref_path} lists clips that are not the first {len(ref)} pre-training "
+                         "clips of the default world, seed 0")
+    for s in STAGES: j[f'{s}_same'] = j[s] == j[f'{s}_ref']
+    j['first_difference'] = [next((s for s in STAGES if not r[f'{s}_same']), '') for _, r in j.iterrows()]
+    return j[['clip_id', *[f'{s}_same' for s in STAGES], 'first_difference']]
 
 # %% ../nbs/08_demo.ipynb #bb7dffcc
 def world_stats(world: DemoWorld | None = None, size: str = 's', seed: int = 0, n_clips: dict | None = None) -> pd.DataFrame:

@@ -165,6 +165,23 @@ def test_recipe_check_is_computed_from_the_table(tmp_path):
     assert bd.recipe_check(tmp_path, "mixed", "relaxation") is None          # no such setting in the table
 
 
+def test_perturbation_summary_groups_runs_against_random_init(tmp_path):
+    "Research e19's table: mean/std per (change, condition), margins over the committed random init, the video check."
+    _runs(settings=("on",), ablation="async_loss").to_csv(tmp_path / "async_loss.csv", index=False)   # random init: v 0.50-0.52
+    runs = pd.DataFrame([dict(experiment="e", change=c, condition=k, seed=s, probe_v=v + 0.01 * s, probe_a=0.6, probe_av=0.7,
+                              xm_margin=0.1 - 0.01 * s)
+                         for c, k, v in (("none", "A", 0.60), ("none", "B", 0.51), ("lr", "A", 0.70)) for s in (0, 1, 2)])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    t = bd.perturbation_summary(tmp_path / "runs.csv", tmp_path)
+    assert t[["change from the recipe", "condition"]].values.tolist() == [["none", "A"], ["none", "B"], ["lr", "A"]]
+    assert t["probe_v margin (points)"].tolist() == [10.0, 1.0, 20.0]       # 0.61 / 0.52 / 0.71 against 0.51
+    assert t["every video probe > best random seed"].tolist() == [True, False, True]   # B's seed 0 (0.51) < 0.52
+    assert t["smallest xm_margin"].tolist() == [0.08, 0.08, 0.08] and t["seeds"].iloc[0] == "0, 1, 2"
+    assert bd.perturbation_summary(tmp_path / "absent.csv", tmp_path) is None
+    runs.drop(columns="xm_margin").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: missing column\(s\) \['xm_margin'\]"):
+        bd.perturbation_summary(tmp_path / "bad.csv", tmp_path)
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.drop(columns="run_id"), "missing column(s) run_id"),
     (lambda d: d.drop(columns=["probe_v", "probe_a", "probe_av", "knn_v"]), "no metric column"),

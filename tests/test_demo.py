@@ -474,3 +474,14 @@ def test_generate_demo_warns_when_clips_differ_from_the_reference(tiny, tmp_path
     with caplog.at_level(logging.WARNING, logger='crisscross.demo'):
         generate_demo(root, 'xs', seed=0, workers=1, progress=False, n_clips=TINY)
     assert not [r for r in caplog.records if r.name == 'crisscross.demo']
+
+
+def test_the_stage_reference_agrees_with_the_clip_reference():
+    "data_manifests/demo_reference_stages.csv: the first 8 pre-training clips, whose file digests are the clip reference's."
+    from crisscross.demo import DEMO_REFERENCE, DEMO_STAGES_REFERENCE, STAGES
+    st = pd.read_csv(DEMO_STAGES_REFERENCE, dtype=str)
+    ref = pd.read_csv(DEMO_REFERENCE, dtype=str).set_index('clip_id').checksum
+    assert st.columns.tolist() == ['clip_id', *STAGES]
+    assert st.clip_id.tolist() == [clip_id(0, 'pretrain', i) for i in range(8)]
+    assert ('sha256:' + st.file).tolist() == ref[st.clip_id].tolist()
+    assert st[list(STAGES)].apply(lambda c: c.str.fullmatch(r'[0-9a-f]{16}')).all().all()
