@@ -35,6 +35,8 @@ for d, (exp, change, cond) in DIRS.items():
         rows.append(dict(experiment=exp, change=change, condition=cond, seed=p["seed"], steps=s.get("steps"),
                          probe_v=m["probe_v"], probe_a=m["probe_a"], probe_av=m["probe_av"], xm_margin=m.get("xm_margin"),
                          train_xm_margin=t.get("train_xm_margin"), train_std_v=t.get("train_std_v"),
+                         train_sync_gap=t.get("train_sync_gap"), train_sync_gap_se=t.get("train_sync_gap_se"),
+                         train_tail_steps=t.get("train_tail_steps"),
                          final_loss=s.get("final_loss"), pretrain_seconds=(rec.get("timings") or {}).get("pretrain_seconds"),
                          torch_threads=(rec.get("environment") or {}).get("torch_threads"),
                          run_id=rec["run_id"], config_hash=rec["config_hash"], git_commit=rec["git_commit"],
