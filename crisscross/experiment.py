@@ -592,6 +592,7 @@ class AblationRun:
             self.summary["input_fingerprint"] = {"error": f"{type(e).__name__}: {e}"}
         self.timings["pretrain_seconds"] = round(time.perf_counter() - t0, 1)
         self.log(f"{self.name}: {'pre-trained' if self.params.pretrain else 'random init'} in {self.timings['pretrain_seconds']} s")
+        self.say_demo_reference()
         return self.summary
 
     def steps_per_epoch(self, summary) -> int:
@@ -698,6 +699,14 @@ class AblationRun:
         from crisscross.demo import compare_demo_reference
         try: return compare_demo_reference(self.manifest)
         except (OSError, ValueError) as e: return {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: never why a run fails
+
+    def say_demo_reference(self) -> dict | None:
+        "Log the comparison of the demo clips when some differ from the committed runs' (where a reader looks, not only in metrics.json)."
+        ref = self.demo_reference()
+        if ref and ref.get("differ"):
+            from crisscross.demo import demo_reference_message
+            self.log(f"{self.name}: {demo_reference_message(ref)}")
+        return ref
 
     def record(self) -> dict:
         "The content of `metrics.json`: parameters, identity, provenance, metrics, details, per-epoch kNN, timings."

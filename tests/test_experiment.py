@@ -200,6 +200,17 @@ def test_demo_runs_record_how_their_clips_compare_with_the_committed_ones(tmp_pa
     run = SimpleNamespace(cfg=load_config(REPO / "configs" / "demo.yaml"), manifest=man)
     c = AblationRun.demo_reference(run)
     assert (c["available"], c["compared"], c["not_in_reference"]) == (True, 3, 0) and 0 <= c["differ"] <= 3
+    said = []                                   # a run says so in its log when some clips differ, and only then
+    run.name, run.log, run.demo_reference = "r", said.append, lambda: AblationRun.demo_reference(run)
+    AblationRun.say_demo_reference(run)
+    assert said == ([] if c["differ"] == 0 else [said[0]])
+    m = pd.read_csv(man)
+    m.loc[0, "checksum"] = "sha256:" + "0" * 16
+    m.to_csv(tmp_path / "changed.csv", index=False)
+    run.manifest = tmp_path / "changed.csv"
+    said.clear()
+    assert AblationRun.say_demo_reference(run)["differ"] >= 1
+    assert len(said) == 1 and said[0].startswith("r: ") and m.clip_id[0] in said[0]
     run.manifest = tmp_path / "gone.csv"
     assert "gone.csv does not exist" in AblationRun.demo_reference(run)["error"]
     run.cfg = load_config(REPO / "configs" / "demo.yaml", ["data.dataset=csv", f"data.manifest={man}"])
