@@ -1022,7 +1022,8 @@ def safe_write_table(df: pd.DataFrame, path, key=("run_id",), force: bool = Fals
         k_old, k_new = old[key].agg("/".join, axis=1), new[key].agg("/".join, axis=1)
         lost = sorted(set(k_old) - set(k_new))
         missing_cols = [c for c in old.columns if c not in new.columns]
-        common = old.set_index(k_old).join(new.set_index(k_new)[[c for c in old.columns if c in new.columns]], rsuffix="__new", how="inner")
+        common = old.set_index(k_old).merge(new.set_index(k_new)[[c for c in old.columns if c in new.columns]], how="inner",
+                                            left_index=True, right_index=True, suffixes=("", "__new"))
         changed = sorted({i for c in old.columns if c in new.columns for i in common.index[common[c] != common[c + "__new"]]})
         if (lost or changed or missing_cols) and not force:
             raise FileExistsError(f"{path}: the collected table would drop {len(lost)} row(s) {lost[:5]}, change {len(changed)} "
