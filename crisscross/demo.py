@@ -704,8 +704,9 @@ def demo_reference_message(c: dict) -> str:
     if not c.get('available'): return f"demo reference {c['reference']} not found: clips not compared"
     if not c['compared']:
         return f"no clip in common with {c['reference']} (another world, seed or size): clips not compared"
+    extra = f"; {c['not_in_reference']} not in it" if c['not_in_reference'] else ''
     if not c['differ']:
-        return f"all {c['compared']} clips compared are byte for byte those of the committed runs ({c['reference']})"
+        return f"all {c['compared']} clips compared are byte for byte those of the committed runs ({c['reference']}{extra})"
     return (f"{c['differ']} of {c['compared']} demo clips differ from those of the committed runs ({c['reference']}; "
             f"first {c['first_differ'][0]}): this machine renders the demo differently, so its runs will not reproduce "
             "the committed numbers bit for bit (book, 'The demo dataset'); crisscross.demo.compare_stage_digests() names the "

@@ -437,11 +437,12 @@ def test_relaxation_content_reports_class_shares_only_with_guests():
 
 # --- the clips of the committed runs -------------------------------------------------------------------------------
 def test_the_reference_lists_every_clip_of_the_s_demo():
-    "data_manifests/demo_reference.csv: one checksum for every clip of the default world's `s` demo, seed 0 (no more)."
+    "data_manifests/demo_reference.csv: one checksum for every clip of the default world's `l` demo, seed 0 (no more)."
     from crisscross.demo import DEMO_REFERENCE
     ref = pd.read_csv(DEMO_REFERENCE, dtype=str)
     assert ref.columns.tolist() == ['clip_id', 'checksum']
-    assert sorted(ref.clip_id) == sorted(demo_plan('s', 0).clip_id) and ref.clip_id.is_unique
+    assert sorted(ref.clip_id) == sorted(demo_plan('l', 0).clip_id) and ref.clip_id.is_unique
+    assert set(demo_plan('s', 0).clip_id) < set(ref.clip_id)          # l holds every smaller size
     assert ref.checksum.str.fullmatch(r'sha256:[0-9a-f]{16}').all()
 
 
