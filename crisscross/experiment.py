@@ -694,11 +694,16 @@ class AblationRun:
         return figs
 
     def demo_reference(self) -> dict | None:
-        "How this run's demo clips compare with those of the committed runs (`crisscross.demo.compare_demo_reference`); None off the demo."
+        """How this run's demo clips compare with those of the committed runs (`crisscross.demo.compare_demo_reference`);
+        None off the demo. Computed once per manifest: the log line and the record share it."""
         if self.cfg.data.dataset != "demo": return None
+        cached = getattr(self, "_demo_ref", None)
+        if cached is not None and cached[0] == self.manifest: return cached[1]
         from crisscross.demo import compare_demo_reference
-        try: return compare_demo_reference(self.manifest)
-        except (OSError, ValueError) as e: return {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: never why a run fails
+        try: ref = compare_demo_reference(self.manifest)
+        except (OSError, ValueError) as e: ref = {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: never why a run fails
+        self._demo_ref = (self.manifest, ref)
+        return ref
 
     def say_demo_reference(self) -> dict | None:
         "Log the comparison of the demo clips when some differ from the committed runs' (where a reader looks, not only in metrics.json)."
