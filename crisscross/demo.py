@@ -89,7 +89,7 @@ DEFAULT_CLASSES = (
 
 DEMO_VERSION = 2  # bump when rendering changes: it enters the world fingerprint, hence the clip ids
 # fields added after worlds were rendered and committed: at these values they leave the fingerprint (and clip ids) as before
-_FINGERPRINT_NEUTRAL = {'guests': 0}
+_FINGERPRINT_NEUTRAL = {'guests': 0, 'segment_seconds': (0.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class DemoWorld:
     size: int = 64                  # frame side in pixels (the pipeline resizes)
     n_sources: tuple = (2, 3)       # sources per scene, inclusive range
     shot_seconds: tuple = (0.4, 1.8)  # shot length range (uniform)
+    segment_seconds: tuple = (0.0, 0.0)  # how long a source plays, cut into shots (uniform); (0, 0): every cut changes the source
     snr_db: tuple = (6.0, 24.0)     # source-to-noise ratio per shot
     gain_db: tuple = (-6.0, 6.0)    # per-shot gain
     tilt_db_per_octave: tuple = (-4.5, 4.5)  # per-shot spectral tilt of the source sound
@@ -130,6 +131,9 @@ class DemoWorld:
             raise ValueError(f"DemoWorld: n_sources={self.n_sources!r} must be (lo, hi) with 1 <= lo <= hi")
         if not 0 < self.shot_seconds[0] <= self.shot_seconds[1]:
             raise ValueError(f"DemoWorld: shot_seconds={self.shot_seconds!r} must be (lo, hi) with 0 < lo <= hi")
+        if not (tuple(self.segment_seconds) == (0.0, 0.0) or 0 < self.segment_seconds[0] <= self.segment_seconds[1]):
+            raise ValueError(f"DemoWorld: segment_seconds={self.segment_seconds!r} must be (lo, hi) with 0 < lo <= hi, "
+                             "or (0, 0) for a new source at every cut")
         if not (isinstance(self.guests, (int, np.integer)) and 0 <= self.guests < lo):
             raise ValueError(f"DemoWorld: guests={self.guests!r} must be an int in [0, n_sources[0]={lo}): a clip keeps "
                              "at least one source of its own class")
@@ -233,17 +237,31 @@ def _draw_sources(world, rng, n, class_idx):
     return df
 
 
-def _draw_shots(world, rng, n_sources):
-    lo, hi = world.shot_seconds
-    bounds = [0.0]
-    while bounds[-1] < world.duration:
+def _cut(rng, start, end, lo, hi):
+    "Bounds from `start` to `end` in steps drawn uniformly from [lo, hi]; a last piece shorter than lo/2 joins the one before."
+    bounds = [start]
+    while bounds[-1] < end:
         bounds.append(bounds[-1] + rng.uniform(lo, hi))
-    bounds[-1] = world.duration
+    bounds[-1] = end
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < lo / 2: del bounds[-2]   # no sliver at the end
+    return bounds
+
+
+def _draw_shots(world, rng, n_sources):
+    """The clip's shots: `start`, `end`, `source`. By default every cut changes the source. With `world.segment_seconds`
+    a source plays for a segment of that length, cut into shots of `world.shot_seconds` (every cut redraws the
+    nuisances, as always), and the source changes only between segments."""
+    segments = tuple(world.segment_seconds) != (0.0, 0.0)
+    bounds = _cut(rng, 0.0, world.duration, *(world.segment_seconds if segments else world.shot_seconds))
     src = [int(rng.integers(n_sources))]
     for _ in range(len(bounds) - 2):
         src.append(int((src[-1] + rng.integers(1, n_sources)) % n_sources) if n_sources > 1 else 0)
-    return pd.DataFrame(dict(start=bounds[:-1], end=bounds[1:], source=src))
+    if not segments: return pd.DataFrame(dict(start=bounds[:-1], end=bounds[1:], source=src))
+    rows = []
+    for a, b, s in zip(bounds[:-1], bounds[1:], src):
+        cuts = _cut(rng, a, b, *world.shot_seconds)
+        rows += [(x, y, s) for x, y in zip(cuts[:-1], cuts[1:])]
+    return pd.DataFrame(rows, columns=['start', 'end', 'source'])
 
 
 def _onset_times(rhythm, rng, start, end, tempo):

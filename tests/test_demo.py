@@ -386,7 +386,7 @@ def test_guests_leave_the_default_world_unchanged():
     import json
     from dataclasses import asdict
     import crisscross.demo as demo
-    before = {k: v for k, v in asdict(W).items() if k != 'guests'}
+    before = {k: v for k, v in asdict(W).items() if k not in ('guests', 'segment_seconds')}   # both added later
     blob = json.dumps({'v': demo.DEMO_VERSION, **before}, sort_keys=True, default=str)
     assert W.fingerprint() == DemoWorld(guests=0).fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:6]
     assert DemoWorld(n_sources=(2, 2), guests=1).fingerprint() != DemoWorld(n_sources=(2, 2)).fingerprint()
@@ -433,6 +433,58 @@ def test_relaxation_content_reports_class_shares_only_with_guests():
     assert (rc[['v1~a1 class', 'v1~a2 class']] < 1).all().all()
     assert rc.loc['none', 'v1~a1 class'] == rc.loc['none', 'v1~a2 class']               # no relaxation: same window
     assert rc.loc['extreme', 'v1~a1 class'] - rc.loc['extreme', 'v1~a2 class'] > 0.1    # far apart: another class often
+
+
+# --- segments: a source's time cut into shots ------------------------------------------------------------------------
+def test_segments_leave_the_default_world_unchanged():
+    "segment_seconds was added after the default world was committed: at (0, 0) it leaves the fingerprint and the shots as"
+    "they were (the draws of the code before segments, re-implemented here from the same rng)."
+    import crisscross.demo as demo
+    assert DemoWorld(segment_seconds=(0.0, 0.0)).fingerprint() == W.fingerprint() == '5395a7'   # the committed clip ids
+    assert DemoWorld(segment_seconds=(2.0, 4.0)).fingerprint() != W.fingerprint()
+    for i in range(6):
+        rng = np.random.default_rng([0, 0, i]).spawn(3)[0]
+        srcs = demo._draw_sources(W, rng, int(rng.integers(W.n_sources[0], W.n_sources[1] + 1)), i % 8)
+        lo, hi = W.shot_seconds
+        bounds = [0.0]
+        while bounds[-1] < W.duration: bounds.append(bounds[-1] + rng.uniform(lo, hi))
+        bounds[-1] = W.duration
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < lo / 2: del bounds[-2]
+        src = [int(rng.integers(len(srcs)))]
+        for _ in range(len(bounds) - 2): src.append(int((src[-1] + rng.integers(1, len(srcs))) % len(srcs)))
+        shots = demo.demo_scene(0, 'pretrain', i).shots
+        assert np.array_equal(shots.start, bounds[:-1]) and np.array_equal(shots.end, bounds[1:]) and list(shots.source) == src
+
+
+def test_segments_cut_a_sources_time_into_shots():
+    import crisscross.demo as demo
+    w = DemoWorld(n_sources=(3, 3), guests=1, segment_seconds=(2.0, 4.0))
+    runs, n_shots = [], 0
+    for i in range(40):
+        sh = demo.demo_scene(0, 'pretrain', i, w).shots
+        assert sh.start.iloc[0] == 0 and sh.end.iloc[-1] == w.duration and np.allclose(sh.start.iloc[1:], sh.end.iloc[:-1])
+        lens = (sh.end - sh.start).to_numpy()
+        assert lens.max() <= w.shot_seconds[1] + w.shot_seconds[0] / 2 + 1e-9      # shots as long as the default's
+        n_shots += len(sh)
+        change = np.r_[True, sh.source.to_numpy()[1:] != sh.source.to_numpy()[:-1]]
+        seg = np.add.reduceat(lens, np.flatnonzero(change))                       # a source's time between changes
+        runs += list(seg[:-1])                                                     # (the last one is cut by the clip's end)
+    assert n_shots > 40 * 4                                                        # several shots per clip ...
+    assert min(runs) >= 2.0 - 1e-9 and max(runs) <= 4.0 + 1.0 + 1e-9               # ... and 2-4 s per source (+ a sliver)
+    assert np.mean(runs) > 2.5
+    with pytest.raises(ValueError, match=r"segment_seconds=\(3.0, 1.0\) must be \(lo, hi\)"):
+        DemoWorld(segment_seconds=(3.0, 1.0))
+    from crisscross.demo import demo_world
+    assert demo_world({'segment_seconds': [2, 4]}).segment_seconds == (2.0, 4.0)
+
+
+def test_segments_make_the_synchronous_audio_the_guests_more_often():
+    "The point of segments (research e20): far-apart audio hears v1's class much less often than synchronous audio."
+    from crisscross.demo import relaxation_content
+    seg = relaxation_content(modes=['extreme'], n_clips=60, world=DemoWorld(n_sources=(5, 5), guests=1, segment_seconds=(2.0, 4.0)))
+    cut = relaxation_content(modes=['extreme'], n_clips=60, world=DemoWorld(n_sources=(5, 5), guests=1))
+    d = lambda r: r.loc['extreme', 'v1~a1 class'] - r.loc['extreme', 'v1~a2 class']
+    assert d(seg) > 0.15 and d(seg) > 2 * d(cut)
 
 
 # --- the clips of the committed runs -------------------------------------------------------------------------------
