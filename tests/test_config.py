@@ -163,3 +163,22 @@ def test_demo_world_is_hash_neutral_when_empty_and_reaches_the_generator(monkeyp
     assert [x.fingerprint() for x in seen] == [cdemo.DemoWorld().fingerprint(), w.fingerprint()] and seen[0] != seen[1]
     with pytest.raises(ValueError, match="data.demo_world=.*dataset 'kinetics'"):
         load_config(overrides=["data.dataset=kinetics", "data.manifest=m.csv", "data.demo_world={n_sources: [3, 3]}"])
+
+
+def test_research_e20_runs_trace_to_their_configs():
+    "Every run of book/data/research_e20/runs.csv resolves, from the committed config file and its recorded parameters,"
+    "to its recorded config hash and run id: the research configs of e20 still describe the runs the book cites."
+    import json
+    import pandas as pd
+    from crisscross.config import config_hash, run_id
+    from crisscross.experiment import BASELINE, PARAMETERS, check_params, resolve_config
+    root = Path(__file__).parent.parent
+    runs = pd.read_csv(root / "book/data/research_e20/runs.csv")
+    assert len(runs) >= 20 and runs["config"].str.startswith("configs/").all()
+    for r in runs.itertuples():
+        rec = json.loads((root / r.run / "metrics.json").read_text())
+        p = check_params(**{k: v for k, v in rec["parameters"].items() if k in PARAMETERS})
+        assert Path(p.config).name == Path(r.config).name, r.run
+        cfg = resolve_config(p)
+        assert config_hash(cfg) == r.config_hash == rec["config_hash"], r.run
+        assert (run_id(cfg) if p.pretrain else f"{BASELINE}-{run_id(cfg)}") == r.run_id == rec["run_id"], r.run
