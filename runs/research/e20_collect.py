@@ -28,6 +28,7 @@ WORLDS = {   # run directory -> (world name, config, what it changes from the de
     "runs/research/e20_segments23_weakaug": ("segments23", "configs/research/demo_segments23.yaml", "2-3 sources, segments 2.5-5 s of 0.4-1.8 s shots"),
     "runs/research/e20_guests_segments3_weakaug": ("guests_segments3", "configs/research/demo_guests_segments3.yaml", "3 sources (1 guest), segments 2.5-5 s of 0.4-1.8 s shots"),
     "runs/research/e20_default_weakaug": ("default", "configs/demo.yaml", "the committed world"),
+    "runs/research/e20_segments23_weakaug_long": ("segments23", "configs/research/demo_segments23.yaml", "2-3 sources, segments 2.5-5 s of 0.4-1.8 s shots"),
 }
 rows = []
 for d, (world, cfg, change) in WORLDS.items():
@@ -36,7 +37,7 @@ for d, (world, cfg, change) in WORLDS.items():
         p, m, s = rec["parameters"], rec["metrics"], rec.get("pretrain") or {}
         t = training_tail(f.parent) if p.get("pretrain") else {}
         rows.append(dict(world=world, change=change, relaxation=p["relaxation"] if p.get("pretrain") else "random init", async_loss=p["async_loss"] if p.get("pretrain") else "",
-                         seed=p["seed"], overrides=p.get("overrides") or "", steps=s.get("steps"),
+                         seed=p["seed"], overrides=p.get("overrides") or "", epochs=p.get("epochs"), steps=s.get("steps"),
                          probe_v=m["probe_v"], probe_a=m["probe_a"], probe_av=m["probe_av"], xm_margin=m.get("xm_margin"),
                          xm_sync_gap=m.get("xm_sync_gap"), xm_sync_gap_se=m.get("xm_sync_gap_se"), xm_t_r1=m.get("xm_t_r1"),
                          train_xm_margin=t.get("train_xm_margin"), train_std_v=t.get("train_std_v"),
