@@ -6,12 +6,11 @@ Each row: the experiment (directory), what it changes from the committed recipe,
 threads, video kernels), the seed, the probes, the other-clip control at evaluation and in training (last 10 % of
 steps), the collapse monitor, pre-training seconds, and the provenance (run id, config hash, commit, manifest hash).
 The committed sweep's mild runs and research e12 (the RGB hue kernels, seed 0) are included for comparison."""
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from crisscross.experiment import training_tail
+from collect_rows import run_row
 
 REPO = Path(__file__).resolve().parents[2]
 DIRS = {   # directory -> (experiment, change from the committed recipe, condition)
@@ -28,19 +27,10 @@ DIRS = {   # directory -> (experiment, change from the committed recipe, conditi
 rows = []
 for d, (exp, change, cond) in DIRS.items():
     for f in sorted((REPO / d).rglob("metrics.json")):
-        rec = json.loads(f.read_text())
-        p, m, s = rec["parameters"], rec["metrics"], rec.get("pretrain") or {}
+        p, row = run_row(f, REPO)
         if not p.get("pretrain") or p.get("relaxation") != "mild": continue
-        t = training_tail(f.parent)
-        rows.append(dict(experiment=exp, change=change, condition=cond, seed=p["seed"], steps=s.get("steps"),
-                         probe_v=m["probe_v"], probe_a=m["probe_a"], probe_av=m["probe_av"], xm_margin=m.get("xm_margin"),
-                         train_xm_margin=t.get("train_xm_margin"), train_std_v=t.get("train_std_v"),
-                         train_sync_gap=t.get("train_sync_gap"), train_sync_gap_se=t.get("train_sync_gap_se"),
-                         train_tail_steps=t.get("train_tail_steps"),
-                         final_loss=s.get("final_loss"), pretrain_seconds=(rec.get("timings") or {}).get("pretrain_seconds"),
-                         torch_threads=(rec.get("environment") or {}).get("torch_threads"),
-                         run_id=rec["run_id"], config_hash=rec["config_hash"], git_commit=rec["git_commit"],
-                         manifest_hash=rec["manifest_hash"], run=str(f.parent.relative_to(REPO))))
+        rows.append(dict(experiment=exp, change=change, condition=cond,
+                         **{k: v for k, v in row.items() if k not in ("xm_sync_gap", "xm_sync_gap_se", "xm_t_r1")}))
 out = REPO / "book" / "data" / "research_e19" / "runs.csv"
 out.parent.mkdir(parents=True, exist_ok=True)
 df = pd.DataFrame(rows)

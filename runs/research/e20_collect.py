@@ -8,15 +8,13 @@ the probes, the other-clip control at evaluation and in training (last 10 % of s
 videos), the collapse monitor, and the provenance (run id, config hash, commit, manifest hash). Beside it,
 `worlds.csv`: per world and relaxation mode, what the views share by construction (`crisscross.demo.relaxation_content`
 over 300 pre-training clips, nothing rendered)."""
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from crisscross.config import load_config
 from crisscross.demo import demo_world, relaxation_content
-from crisscross.experiment import training_tail
+from collect_rows import run_row
 
 REPO = Path(__file__).resolve().parents[2]
 WORLDS = {   # run directory -> (world name, config, what it changes from the default world)
@@ -33,20 +31,12 @@ WORLDS = {   # run directory -> (world name, config, what it changes from the de
 rows = []
 for d, (world, cfg, change) in WORLDS.items():
     for f in sorted((REPO / d).rglob("metrics.json")):
-        rec = json.loads(f.read_text())
-        p, m, s = rec["parameters"], rec["metrics"], rec.get("pretrain") or {}
-        t = training_tail(f.parent) if p.get("pretrain") else {}
-        rows.append(dict(world=world, change=change, relaxation=p["relaxation"] if p.get("pretrain") else "random init", async_loss=p["async_loss"] if p.get("pretrain") else "",
-                         seed=p["seed"], overrides=p.get("overrides") or "", epochs=p.get("epochs"), steps=s.get("steps"),
-                         probe_v=m["probe_v"], probe_a=m["probe_a"], probe_av=m["probe_av"], xm_margin=m.get("xm_margin"),
-                         xm_sync_gap=m.get("xm_sync_gap"), xm_sync_gap_se=m.get("xm_sync_gap_se"), xm_t_r1=m.get("xm_t_r1"),
-                         train_xm_margin=t.get("train_xm_margin"), train_std_v=t.get("train_std_v"),
-                         train_sync_gap=t.get("train_sync_gap"), train_sync_gap_se=t.get("train_sync_gap_se"),
-                         train_tail_steps=t.get("train_tail_steps"),
-                         final_loss=s.get("final_loss"), pretrain_seconds=(rec.get("timings") or {}).get("pretrain_seconds"),
-                         torch_threads=(rec.get("environment") or {}).get("torch_threads"),
-                         run_id=rec["run_id"], config_hash=rec["config_hash"], git_commit=rec["git_commit"],
-                         manifest_hash=rec["manifest_hash"], config=cfg, run=str(f.parent.relative_to(REPO))))
+        p, row = run_row(f, REPO)
+        trained = bool(p.get("pretrain"))
+        rows.append(dict(world=world, change=change, relaxation=p["relaxation"] if trained else "random init",
+                         async_loss=p["async_loss"] if trained else "", seed=row.pop("seed"),
+                         overrides=p.get("overrides") or "", epochs=p.get("epochs"),
+                         **{k: v for k, v in row.items() if k != "run"}, config=cfg, run=row["run"]))
 df = pd.DataFrame(rows)
 df["train_gap_z"] = df["train_sync_gap"] / df["train_sync_gap_se"]
 df["eval_gap_z"] = df["xm_sync_gap"] / df["xm_sync_gap_se"]
